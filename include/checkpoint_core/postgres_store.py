@@ -1,0 +1,160 @@
+"""PostgreSQL checkpoint databases: connect with clear errors, pool, set up the schemas.
+
+Connections follow what PostgresSaver requires (``autocommit=True``, ``prepare_threshold=0``,
+``dict_row``): its ``setup()`` runs ``CREATE INDEX CONCURRENTLY``, which cannot run inside a
+transaction, and its queries are not safe as server-side prepared statements behind poolers.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool
+
+from include.checkpoint_core.errors import (
+    AuthenticationFailed,
+    DatabaseMissing,
+    SetupFailed,
+    StoreUnreachable,
+)
+
+CONNECT_TIMEOUT_S = 10
+# One key for every checkpoint-ops schema change, so two setup runs never interleave migrations.
+SETUP_LOCK_KEY = 0x63_6B_70_74_6F_70_73  # "ckptops"
+SAVER_KWARGS = {"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row}
+
+
+def describe_dsn(dsn: str) -> str:
+    """``user@host:port/dbname`` for messages: enough to find the server, never the password."""
+    try:
+        parts = conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError:
+        return "<unparseable connection string>"
+    host = parts.get("host") or "localhost"
+    port = parts.get("port") or "5432"
+    user = parts.get("user") or "<default user>"
+    return f"{user}@{host}:{port}/{parts.get('dbname') or '<default db>'}"
+
+
+def _classify(exc: psycopg.OperationalError, dsn: str) -> Exception:
+    where = describe_dsn(dsn)
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    msg = text.rstrip(".")
+    sqlstate = getattr(exc, "sqlstate", None)
+    auth_markers = ("password authentication failed", "no pg_hba.conf entry", "role \"", "password is required")
+    if sqlstate in ("28P01", "28000") or any(m in text for m in auth_markers):
+        return AuthenticationFailed(f"PostgreSQL at {where} refused the credentials: {msg}.")
+    if sqlstate == "3D000" or ("database" in text and "does not exist" in text):
+        return DatabaseMissing(f"PostgreSQL at {where}: {msg}.")
+    return StoreUnreachable(f"cannot reach PostgreSQL at {where}: {msg}.")
+
+
+def connect_postgres(dsn: str, *, timeout_s: int = CONNECT_TIMEOUT_S, **kwargs) -> psycopg.Connection:
+    """One connection with PostgresSaver's settings, or an error that says what to fix."""
+    options = {**SAVER_KWARGS, **kwargs}
+    try:
+        return psycopg.connect(make_conninfo(dsn, connect_timeout=timeout_s), **options)
+    except psycopg.OperationalError as exc:
+        raise _classify(exc, dsn) from None
+
+
+def open_postgres_pool(dsn: str, *, min_size: int = 1, max_size: int = 4, timeout_s: int = CONNECT_TIMEOUT_S) -> ConnectionPool:
+    """A psycopg pool for PostgresSaver/PostgresStore, checked before it is handed out.
+
+    The probe connection turns "pool timed out" (all a pool can say) into the real reason:
+    refused, wrong password, missing database.
+    """
+    connect_postgres(dsn, timeout_s=timeout_s).close()
+    pool = ConnectionPool(
+        make_conninfo(dsn, connect_timeout=timeout_s),
+        min_size=min_size,
+        max_size=max_size,
+        kwargs=dict(SAVER_KWARGS),
+        open=False,
+        name="checkpoint-ops",
+    )
+    pool.open(wait=True, timeout=timeout_s)
+    return pool
+
+
+@contextmanager
+def postgres_connection(dsn: str, **kwargs) -> Iterator[psycopg.Connection]:
+    conn = connect_postgres(dsn, **kwargs)
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+def _migration_version(conn: psycopg.Connection, table: str) -> int | None:
+    exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL AS present", (table,)).fetchone()["present"]
+    if not exists:
+        return None
+    row = conn.execute(f"SELECT max(v) AS v FROM {table}").fetchone()  # table is one of our constants
+    return row["v"] if row and row["v"] is not None else -1
+
+
+def schema_versions(conn: psycopg.Connection) -> dict[str, int | None]:
+    """Applied migration versions of PostgresSaver and PostgresStore (None: never set up)."""
+    return {
+        "checkpoints": _migration_version(conn, "checkpoint_migrations"),
+        "store": _migration_version(conn, "store_migrations"),
+    }
+
+
+def count_rows(conn: psycopg.Connection) -> dict[str, int]:
+    present = {
+        r["table_name"]
+        for r in conn.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()"
+        )
+    }
+    counts = {}
+    for table in ("checkpoints", "checkpoint_blobs", "checkpoint_writes", "store"):
+        if table in present:
+            counts[table] = conn.execute(f"SELECT COUNT(*) AS n FROM {table}").fetchone()["n"]
+    return counts
+
+
+def setup_postgres(dsn: str, *, include_store: bool = True) -> dict:
+    """Run PostgresSaver.setup() (and PostgresStore.setup()) under an advisory lock.
+
+    LangGraph's migrations are numbered and recorded in ``checkpoint_migrations`` /
+    ``store_migrations``, so running this again applies nothing new. The lock keeps two
+    concurrent setup runs from racing on the same migration number.
+    """
+    from langgraph.checkpoint.postgres import PostgresSaver
+    from langgraph.store.postgres import PostgresStore
+
+    with postgres_connection(dsn) as conn:
+        conn.execute("SELECT pg_advisory_lock(%s)", (SETUP_LOCK_KEY,))
+        try:
+            before = schema_versions(conn)
+            try:
+                PostgresSaver(conn).setup()
+                if include_store:
+                    PostgresStore(conn).setup()
+            except psycopg.Error as exc:
+                raise SetupFailed(f"schema setup failed on {describe_dsn(dsn)}: {exc}".rstrip(".") + ".") from exc
+            after = schema_versions(conn)
+            rows = count_rows(conn)
+            server = conn.execute("SHOW server_version").fetchone()["server_version"]
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (SETUP_LOCK_KEY,))
+    changes = []
+    for name, old in before.items():
+        new = after[name]
+        if new != old:
+            changes.append(f"{name} migrations {'none' if old is None else old} -> {new}")
+    return {
+        "store": "postgres",
+        "database": describe_dsn(dsn),
+        "server_version": server,
+        "schema_versions": after,
+        "rows": rows,
+        "changes": changes,
+    }

@@ -1,0 +1,279 @@
+"""SQLite checkpoint files: recognise them, read them without touching them, set them up.
+
+A SqliteSaver file is the product's usual starting point, and it is often a file nobody has
+looked at for a while: written by an older langgraph-checkpoint-sqlite, shared with the app's
+own tables, or simply the wrong path. ``inspect_sqlite`` answers "what is this file" without
+writing to it; ``setup_sqlite`` creates or upgrades the schema the way SqliteSaver does.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from contextlib import closing, contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterator
+
+from include.checkpoint_core.errors import (
+    CorruptStore,
+    NotACheckpointStore,
+    NotSqliteFile,
+    SetupFailed,
+    StoreNotFound,
+    UnsupportedSchema,
+)
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+DEFAULT_BUSY_TIMEOUT_MS = 5_000
+
+# Columns each layout must have. Extra columns are tolerated: files in the wild carry them.
+CHECKPOINT_COLUMNS = {
+    "thread_id",
+    "checkpoint_ns",
+    "checkpoint_id",
+    "parent_checkpoint_id",
+    "type",
+    "checkpoint",
+    "metadata",
+}
+WRITES_COLUMNS = {"thread_id", "checkpoint_ns", "checkpoint_id", "task_id", "idx", "channel", "type", "value"}
+
+# Schema versions, oldest first. The number is ours; the text says which releases wrote it.
+SCHEMA_LEGACY = 0  # langgraph < 0.2: checkpoints keyed by thread_ts, no namespaces
+SCHEMA_NO_TASK_PATH = 1  # langgraph-checkpoint-sqlite 1.x-2.0.x: writes without task_path
+SCHEMA_CURRENT = 2  # writes.task_path (what SqliteSaver.setup() creates today)
+SCHEMA_NAMES = {
+    SCHEMA_LEGACY: "legacy thread_ts layout (langgraph < 0.2)",
+    SCHEMA_NO_TASK_PATH: "writes without task_path (langgraph-checkpoint-sqlite < 2.0.5)",
+    SCHEMA_CURRENT: "current (writes.task_path)",
+}
+
+
+@dataclass(frozen=True)
+class SqliteSchema:
+    """What a checkpoint file holds, as read from its catalogue."""
+
+    path: str
+    version: int
+    version_name: str
+    tables: tuple[str, ...]
+    writes_has_task_path: bool
+    journal_mode: str
+    page_size: int
+    page_count: int
+    size_bytes: int
+    wal_bytes: int
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _check_file(path: Path) -> None:
+    """Fail fast with a clear message before sqlite3 creates or misreads anything."""
+    if not path.exists():
+        raise StoreNotFound(f"SQLite checkpoint file not found: {path}.")
+    if path.is_dir():
+        raise NotSqliteFile(f"{path} is a directory, not an SQLite file.")
+    size = path.stat().st_size
+    if size == 0:
+        raise NotACheckpointStore(f"{path} is empty (0 bytes): it holds no checkpoint tables.")
+    with path.open("rb") as fh:
+        header = fh.read(len(SQLITE_HEADER))
+    if header != SQLITE_HEADER:
+        if len(header) < len(SQLITE_HEADER) or size < 512:
+            raise NotSqliteFile(f"{path} is not an SQLite database ({size} bytes, no SQLite header).")
+        raise NotSqliteFile(f"{path} is not an SQLite database (its first bytes are {header[:8]!r}).")
+
+
+def _readonly_uri(path: Path) -> str:
+    return f"{path.resolve().as_uri()}?mode=ro"
+
+
+@contextmanager
+def open_sqlite_readonly(path: str | Path, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS) -> Iterator[sqlite3.Connection]:
+    """Open a checkpoint file read-only after checking it exists and is SQLite.
+
+    ``mode=ro`` guarantees the database file's bytes are not changed. (In WAL mode SQLite
+    may still create the ``-wal``/``-shm`` side files; that is SQLite's own protocol.)
+    """
+    p = Path(path)
+    _check_file(p)
+    try:
+        conn = sqlite3.connect(_readonly_uri(p), uri=True, timeout=busy_timeout_ms / 1000, check_same_thread=False)
+    except sqlite3.Error as exc:  # pragma: no cover - connect itself rarely fails after the checks
+        raise CorruptStore(f"cannot open {p}: {exc}.") from exc
+    with closing(conn):
+        conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+        yield conn
+
+
+def _columns(conn: sqlite3.Connection, table: str) -> set[str]:
+    return {row[1] for row in conn.execute(f"PRAGMA table_info('{table}')")}
+
+
+def _read_schema(conn: sqlite3.Connection, path: Path) -> SqliteSchema:
+    """Classify an open SQLite file. Raises the error a user can act on."""
+    try:
+        tables = tuple(
+            r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+        )
+        journal_mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+        page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+        page_count = conn.execute("PRAGMA page_count").fetchone()[0]
+    except sqlite3.DatabaseError as exc:
+        msg = str(exc)
+        if "not a database" in msg or "malformed" in msg or "disk image" in msg:
+            raise CorruptStore(f"{path} is an unreadable or damaged SQLite file: {msg}.") from exc
+        raise
+    if "checkpoints" not in tables:
+        shown = ", ".join(tables[:10]) or "none"
+        raise NotACheckpointStore(
+            f"{path} is an SQLite database without LangGraph checkpoint tables (tables found: {shown})."
+        )
+    ckpt_cols = _columns(conn, "checkpoints")
+    if "thread_ts" in ckpt_cols and "checkpoint_id" not in ckpt_cols:
+        version = SCHEMA_LEGACY
+        has_task_path = False
+    else:
+        missing = CHECKPOINT_COLUMNS - ckpt_cols
+        if missing:
+            raise NotACheckpointStore(
+                f"{path}: table 'checkpoints' lacks LangGraph columns {sorted(missing)}; "
+                "it was not written by SqliteSaver."
+            )
+        if "writes" not in tables:
+            raise NotACheckpointStore(f"{path} has a 'checkpoints' table but no 'writes' table.")
+        write_cols = _columns(conn, "writes")
+        missing = WRITES_COLUMNS - write_cols
+        if missing:
+            raise NotACheckpointStore(
+                f"{path}: table 'writes' lacks LangGraph columns {sorted(missing)}; it was not written by SqliteSaver."
+            )
+        has_task_path = "task_path" in write_cols
+        version = SCHEMA_CURRENT if has_task_path else SCHEMA_NO_TASK_PATH
+    wal = path.with_name(path.name + "-wal")
+    return SqliteSchema(
+        path=str(path),
+        version=version,
+        version_name=SCHEMA_NAMES[version],
+        tables=tables,
+        writes_has_task_path=has_task_path,
+        journal_mode=str(journal_mode).lower(),
+        page_size=int(page_size),
+        page_count=int(page_count),
+        size_bytes=path.stat().st_size,
+        wal_bytes=wal.stat().st_size if wal.exists() else 0,
+    )
+
+
+def inspect_sqlite(path: str | Path, *, check_integrity: bool = False) -> SqliteSchema:
+    """Say what a checkpoint file is, without writing to it.
+
+    ``check_integrity`` runs ``PRAGMA quick_check`` (a full read of the file: costly on big
+    files, so callers ask for it where it matters, such as before a migration).
+    """
+    p = Path(path)
+    with open_sqlite_readonly(p) as conn:
+        schema = _read_schema(conn, p)
+        if check_integrity:
+            check_sqlite_integrity(conn, p)
+    return schema
+
+
+def check_sqlite_integrity(conn: sqlite3.Connection, path: Path) -> None:
+    try:
+        problems = [r[0] for r in conn.execute("PRAGMA quick_check(20)")]
+    except sqlite3.DatabaseError as exc:
+        raise CorruptStore(f"{path} failed its integrity check: {exc}.") from exc
+    if problems != ["ok"]:
+        raise CorruptStore(f"{path} failed its integrity check: {'; '.join(problems)}.")
+
+
+def count_rows(conn: sqlite3.Connection) -> dict[str, int]:
+    """Rows and threads per checkpoint table: a quick size picture for logs and reports."""
+    return {
+        "threads": conn.execute("SELECT COUNT(DISTINCT thread_id) FROM checkpoints").fetchone()[0],
+        "checkpoints": conn.execute("SELECT COUNT(*) FROM checkpoints").fetchone()[0],
+        "writes": conn.execute("SELECT COUNT(*) FROM writes").fetchone()[0],
+    }
+
+
+def connect_sqlite(
+    path: str | Path, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS, *, autocommit: bool = False
+) -> sqlite3.Connection:
+    """A read-write connection the way a LangGraph app should open its file.
+
+    ``check_same_thread=False`` is what SqliteSaver expects (it serialises access with a
+    lock); the busy timeout makes a writer wait for another process's lock instead of
+    failing at once with "database is locked". ``autocommit`` is what SqliteStore needs
+    (it issues its own BEGIN).
+    """
+    extra = {"isolation_level": None} if autocommit else {}
+    conn = sqlite3.connect(str(path), timeout=busy_timeout_ms / 1000, check_same_thread=False, **extra)
+    conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+    return conn
+
+
+def setup_sqlite(path: str | Path, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS) -> dict:
+    """Create or upgrade a SqliteSaver schema and switch the file to WAL.
+
+    Idempotent: on a file that is already current, nothing is written and the report's
+    ``changes`` list is empty. A file that holds other tables but no checkpoint tables is
+    refused: it is far more likely a wrong path than a wish to add tables to an app's DB.
+    """
+    from langgraph.checkpoint.sqlite import SqliteSaver
+
+    p = Path(path)
+    if not p.parent.is_dir():
+        raise StoreNotFound(f"the directory for the SQLite checkpoint file does not exist: {p.parent}.")
+    before: SqliteSchema | None = None
+    existed = p.exists() and p.stat().st_size > 0
+    if existed:
+        try:
+            before = inspect_sqlite(p)
+        except NotACheckpointStore:
+            with open_sqlite_readonly(p) as conn:
+                tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+            if tables:
+                raise
+        if before is not None and before.version == SCHEMA_LEGACY:
+            raise UnsupportedSchema(
+                f"{p} uses the {SCHEMA_NAMES[SCHEMA_LEGACY]}, which SqliteSaver can no longer read or upgrade."
+            )
+    changes: list[str] = []
+    if not existed:
+        changes.append("created the database file")
+    with closing(connect_sqlite(p, busy_timeout_ms)) as conn:
+        try:
+            SqliteSaver(conn).setup()
+            conn.commit()
+            journal_mode = conn.execute("PRAGMA journal_mode").fetchone()[0].lower()
+        except sqlite3.DatabaseError as exc:
+            raise SetupFailed(f"SqliteSaver.setup() failed on {p}: {exc}.") from exc
+    if journal_mode != "wal":
+        raise SetupFailed(
+            f"{p} stayed in journal_mode={journal_mode} after setup; WAL needs a local filesystem "
+            "with shared-memory support (not NFS/SMB).",
+            hint="Move the file to a local disk and run checkpoint_setup again.",
+        )
+    after = inspect_sqlite(p)
+    if before is None or before.version != after.version:
+        if before is not None:
+            changes.append(f"upgraded schema {before.version} -> {after.version} ({after.version_name})")
+        else:
+            changes.append(f"created checkpoint tables (schema {after.version})")
+    if before is not None and before.journal_mode != "wal":
+        changes.append(f"switched journal_mode {before.journal_mode} -> wal")
+    with open_sqlite_readonly(p) as conn:
+        rows = count_rows(conn)
+    return {
+        "store": "sqlite",
+        "path": str(p),
+        "schema_version": after.version,
+        "schema": after.version_name,
+        "journal_mode": after.journal_mode,
+        "busy_timeout_ms": int(busy_timeout_ms),
+        "size_bytes": after.size_bytes,
+        "rows": rows,
+        "changes": changes,
+    }
