@@ -11,6 +11,8 @@ class CheckpointStoreError(Exception):
     """Base class: a checkpoint store cannot be used as asked."""
 
     hint: str = ""
+    # Whether trying again later can succeed (a server that is down) or not (a wrong path).
+    retryable: bool = False
 
     def __init__(self, message: str, hint: str | None = None) -> None:
         if hint is not None:
@@ -46,6 +48,7 @@ class UnsupportedSchema(CheckpointStoreError):
 
 
 class StoreUnreachable(CheckpointStoreError):
+    retryable = True
     hint = "Check that the server is running and that the connection's host and port are right."
 
 

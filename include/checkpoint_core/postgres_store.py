@@ -7,6 +7,7 @@ transaction, and its queries are not safe as server-side prepared statements beh
 
 from __future__ import annotations
 
+import time
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -25,6 +26,7 @@ from include.checkpoint_core.errors import (
 CONNECT_TIMEOUT_S = 10
 # One key for every checkpoint-ops schema change, so two setup runs never interleave migrations.
 SETUP_LOCK_KEY = 0x63_6B_70_74_6F_70_73  # "ckptops"
+SETUP_LOCK_WAIT_S = 300
 SAVER_KWARGS = {"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row}
 
 
@@ -120,6 +122,23 @@ def count_rows(conn: psycopg.Connection) -> dict[str, int]:
     return counts
 
 
+def _take_setup_lock(conn: psycopg.Connection, dsn: str, timeout_s: float = SETUP_LOCK_WAIT_S) -> None:
+    """Wait for the setup lock by polling, never by blocking.
+
+    A blocked ``pg_advisory_lock`` call is an open transaction, and the lock holder's
+    ``CREATE INDEX CONCURRENTLY`` waits for every open transaction to end: a deadlock.
+    Short ``pg_try_advisory_lock`` calls leave nothing open between tries.
+    """
+    deadline = time.monotonic() + timeout_s
+    while not conn.execute("SELECT pg_try_advisory_lock(%s) AS ok", (SETUP_LOCK_KEY,)).fetchone()["ok"]:
+        if time.monotonic() > deadline:
+            raise SetupFailed(
+                f"another schema setup on {describe_dsn(dsn)} has held the lock for over {timeout_s:.0f}s.",
+                hint="Wait for it to finish (or end its session), then run checkpoint_setup again.",
+            )
+        time.sleep(0.2)
+
+
 def setup_postgres(dsn: str, *, include_store: bool = True) -> dict:
     """Run PostgresSaver.setup() (and PostgresStore.setup()) under an advisory lock.
 
@@ -131,7 +150,7 @@ def setup_postgres(dsn: str, *, include_store: bool = True) -> dict:
     from langgraph.store.postgres import PostgresStore
 
     with postgres_connection(dsn) as conn:
-        conn.execute("SELECT pg_advisory_lock(%s)", (SETUP_LOCK_KEY,))
+        _take_setup_lock(conn, dsn)
         try:
             before = schema_versions(conn)
             try:

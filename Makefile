@@ -1,0 +1,45 @@
+# checkpoint-ops: every target sets itself up from a fresh clone (venv, install, Airflow home).
+#   make demo   generate a SQLite checkpoint DB with the sample agent and run the lifecycle DAGs on it
+#   make test   run the whole test suite (needs PostgreSQL and Redis on localhost; .ci/run starts them)
+#   make ui     Airflow standalone (UI on http://localhost:8080, login admin/admin) with this project's DAGs
+SHELL := /bin/bash
+PYTHON ?= python3
+ROOT := $(abspath .)
+VENV := $(ROOT)/.venv
+BIN := $(VENV)/bin
+
+export PATH := $(BIN):$(PATH)
+export PYTHONPATH := $(ROOT)
+export AIRFLOW_HOME ?= $(ROOT)/.airflow
+export AIRFLOW__CORE__DAGS_FOLDER := $(ROOT)/dags
+export AIRFLOW__CORE__PLUGINS_FOLDER := $(ROOT)/plugins
+export AIRFLOW__CORE__LOAD_EXAMPLES := False
+export AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL := 5
+export CHECKPOINT_OPS_DEMO_DIR ?= $(ROOT)/.demo
+# The embedded default store: a SQLite checkpoint file under .demo/ (override to point elsewhere).
+export AIRFLOW_CONN_CHECKPOINTS_SQLITE ?= {"conn_type": "sqlite", "host": "$(CHECKPOINT_OPS_DEMO_DIR)/checkpoints.sqlite"}
+
+.PHONY: install demo test ui bench clean
+
+$(VENV)/.installed: requirements.txt constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade pip
+	$(BIN)/python -m pip install -q --disable-pip-version-check -r requirements.txt -c constraints.txt
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(BIN)/python scripts/demo.py
+
+test: install
+	$(BIN)/python -m pytest
+
+ui: install
+	bash scripts/standalone.sh
+
+bench: install
+	$(BIN)/python benchmarks/dag_parse.py
+
+clean:
+	rm -rf $(ROOT)/.airflow $(CHECKPOINT_OPS_DEMO_DIR) .pytest_cache

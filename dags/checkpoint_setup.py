@@ -1,0 +1,95 @@
+"""checkpoint_setup: create or upgrade the LangGraph schemas of the checkpoint stores."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from airflow.sdk import DAG, Param, task
+
+from checkpoint_ops.hooks import KNOWN_STORE_CONN_IDS
+from checkpoint_ops.operators.setup import CheckpointSetupOperator
+
+DOC = """
+### Set up checkpoint stores
+
+Creates or upgrades the LangGraph schema of every store named in **stores**:
+
+* **SQLite** (`sqlite` connection, file path in *host*): `SqliteSaver.setup()` — tables, the
+  `writes.task_path` upgrade for files from older langgraph-checkpoint-sqlite releases, WAL
+  (checked with `PRAGMA journal_mode`) and a busy timeout for the setup connection.
+* **PostgreSQL** (`postgres` connection): `PostgresSaver.setup()` and, with *include_store*,
+  `PostgresStore.setup()`, under an advisory lock.
+
+Leave **stores** empty to set up every checkpoint store connection this deployment defines
+(`checkpoints_sqlite`, `checkpoints_postgres`). Safe to run any number of times: a store that is
+already current is left untouched and its report says `changes: []`. The combined report goes to
+the task log, to XCom and to `reports/checkpoint_setup/<run_id>/setup.json` under the artifacts root.
+"""
+
+KNOWN_STORES = list(KNOWN_STORE_CONN_IDS)
+
+with DAG(
+    dag_id="checkpoint_setup",
+    description="Create or upgrade LangGraph checkpoint schemas (SQLite WAL, PostgresSaver, PostgresStore).",
+    doc_md=DOC,
+    schedule=None,
+    catchup=False,
+    max_active_runs=1,
+    tags=["checkpoint-ops", "setup"],
+    default_args={"owner": "checkpoint-ops", "retries": 2, "retry_delay": timedelta(seconds=30)},
+    render_template_as_native_obj=True,
+    params={
+        "stores": Param(
+            [],
+            type="array",
+            items={"type": "string", "pattern": r"^[A-Za-z0-9_.-]+$"},
+            title="Checkpoint stores",
+            description="Connection ids of the stores to set up. Empty: every defined one of "
+            + ", ".join(KNOWN_STORES) + ".",
+        ),
+        "include_store": Param(
+            True,
+            type="boolean",
+            title="Also set up PostgresStore",
+            description="Run PostgresStore.setup() (the cross-thread memory store) on PostgreSQL stores.",
+        ),
+        "busy_timeout_ms": Param(
+            5000,
+            type="integer",
+            minimum=0,
+            maximum=600000,
+            title="SQLite busy timeout (ms)",
+            description="How long the SQLite setup waits for the app's write lock before giving up.",
+        ),
+    },
+) as dag:
+
+    @task(task_id="resolve_stores")
+    def resolve_stores(params=None) -> list[str]:
+        """Check the requested connections up front; expand an empty list to the defined ones."""
+        from checkpoint_ops.hooks import resolve_store_conn_ids
+
+        return resolve_store_conn_ids(params["stores"], tuple(KNOWN_STORES))
+
+    setup_store = CheckpointSetupOperator.partial(
+        task_id="setup_store",
+        include_store="{{ params.include_store }}",
+        busy_timeout_ms="{{ params.busy_timeout_ms }}",
+        map_index_template="{{ task.checkpoint_conn_id }}",
+    ).expand(checkpoint_conn_id=resolve_stores())
+
+    @task(task_id="report")
+    def report(results, dag_run=None) -> dict:
+        """One summary for the run: a line per store in the log, JSON in XCom and artifacts."""
+        from checkpoint_ops.artifacts import write_report
+
+        stores = list(results)
+        for r in stores:
+            print(
+                f"{r['conn_id']:<24} {r['store']:<8} changes: {', '.join(r['changes']) or 'none'}; rows: {r['rows']}"
+            )
+        summary = {"stores": stores, "changed": sum(1 for r in stores if r["changes"])}
+        summary["artifact"] = write_report(dag_run.dag_id, dag_run.run_id, "setup", summary)
+        return summary
+
+    report(setup_store.output)

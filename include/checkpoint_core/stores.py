@@ -1,0 +1,49 @@
+"""One name for "a checkpoint store", whatever its backend.
+
+Operators resolve an Airflow connection into a ``StoreTarget`` and hand it to the core;
+the core dispatches on ``kind``. A target's ``repr`` never shows a password.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+SUPPORTED_KINDS = ("sqlite", "postgres")
+
+
+@dataclass(frozen=True)
+class StoreTarget:
+    kind: Literal["sqlite", "postgres"]
+    location: str = field(repr=False)  # a file path, or a libpq DSN (which may hold a password)
+    name: str = ""  # the connection id it came from, for logs and reports
+
+    def __post_init__(self) -> None:
+        if self.kind not in SUPPORTED_KINDS:
+            raise ValueError(f"unsupported checkpoint store kind {self.kind!r}; use one of {SUPPORTED_KINDS}")
+
+    @property
+    def display(self) -> str:
+        """Where the store is, safe for logs."""
+        if self.kind == "postgres":
+            from include.checkpoint_core.postgres_store import describe_dsn
+
+            return describe_dsn(self.location)
+        return self.location
+
+    def __repr__(self) -> str:
+        return f"StoreTarget(kind={self.kind!r}, name={self.name!r}, at={self.display!r})"
+
+
+def setup_store(target: StoreTarget, **options) -> dict:
+    """Create or upgrade the LangGraph schema of any supported store; return a report."""
+    if target.kind == "sqlite":
+        from include.checkpoint_core.sqlite_store import setup_sqlite
+
+        busy = options.get("busy_timeout_ms")
+        report = setup_sqlite(target.location, **({"busy_timeout_ms": busy} if busy else {}))
+    else:
+        from include.checkpoint_core.postgres_store import setup_postgres
+
+        report = setup_postgres(target.location, include_store=options.get("include_store", True))
+    return {"conn_id": target.name, **report}

@@ -1,0 +1,44 @@
+"""Where reports, staging files and backups go: an ObjectStoragePath root.
+
+The root comes from the Airflow Variable ``checkpoint_artifacts_url`` (also settable as
+``AIRFLOW_VAR_CHECKPOINT_ARTIFACTS_URL``): ``file:///...`` on one machine, or
+``s3://checkpoint_artifacts@bucket/prefix`` to go through the ``checkpoint_artifacts`` aws
+connection, which every Celery or Kubernetes worker can reach. Without it, artifacts go to
+``$AIRFLOW_HOME/checkpoint-artifacts``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from typing import Any
+
+from airflow.sdk import ObjectStoragePath, Variable
+
+ARTIFACTS_VARIABLE = "checkpoint_artifacts_url"
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def default_artifacts_url() -> str:
+    home = os.environ.get("AIRFLOW_HOME") or os.path.expanduser("~/airflow")
+    return f"file://{os.path.abspath(home)}/checkpoint-artifacts"
+
+
+def artifacts_root() -> ObjectStoragePath:
+    return ObjectStoragePath(Variable.get(ARTIFACTS_VARIABLE, default=None) or default_artifacts_url())
+
+
+def safe_key(text: str) -> str:
+    """A path segment from a run id or similar: no slashes, colons or other surprises."""
+    cleaned = _UNSAFE.sub("_", text).strip("._")
+    return cleaned[:200] or "unnamed"
+
+
+def write_report(dag_id: str, run_id: str, name: str, payload: dict[str, Any]) -> str:
+    """Store a JSON report under ``reports/<dag_id>/<run_id>/<name>.json``; return its URL."""
+    folder = artifacts_root() / "reports" / safe_key(dag_id) / safe_key(run_id)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{safe_key(name)}.json"
+    path.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
+    return str(path)

@@ -1,0 +1,51 @@
+"""The pattern every checkpoint-ops operator follows.
+
+An operator is a thin shell: templated fields in, one call into ``include.checkpoint_core``,
+a summary out. The summary is small and JSON-able (it becomes the task's XCom), is logged
+as one readable block, and never holds a credential.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from airflow.sdk import BaseOperator, Context
+from airflow.sdk.exceptions import AirflowFailException
+
+from checkpoint_ops.hooks import CheckpointStoreHook
+from include.checkpoint_core.errors import CheckpointStoreError
+from include.checkpoint_core.progress import Progress
+from include.checkpoint_core.stores import StoreTarget
+
+
+class CheckpointOpsOperator(BaseOperator):
+    """Base class: subclasses implement ``run(context) -> dict``."""
+
+    ui_color = "#e8f1fb"
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        started = time.monotonic()
+        try:
+            summary = self.run(context)
+        except CheckpointStoreError as exc:
+            if exc.retryable:
+                raise
+            # A wrong path or password will not fix itself: fail now instead of retrying.
+            raise AirflowFailException(str(exc)) from exc
+        summary = {**summary, "duration_s": round(time.monotonic() - started, 3)}
+        self.log.info("%s summary:\n%s", self.task_id, json.dumps(summary, indent=2, default=str))
+        return summary
+
+    def run(self, context: Context) -> dict[str, Any]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def store_target(self, conn_id: str) -> StoreTarget:
+        target = CheckpointStoreHook(conn_id).get_target()
+        self.log.info("Checkpoint store %s: %s at %s", conn_id, target.kind, target.display)
+        return target
+
+    def progress(self, total: int | None, unit: str, label: str = "") -> Progress:
+        """Progress lines (done/total, rate, ETA) in this task's log."""
+        return Progress(total, unit, self.log.info, label=label)

@@ -1,0 +1,118 @@
+"""Shared fixtures: a throwaway Airflow home, real PostgreSQL databases, SQLite files.
+
+The Airflow environment is set before anything imports airflow, so every test sees the
+project's dags/ and plugins/, no examples, and a metadata DB of its own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import uuid
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+_AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="checkpoint-ops-airflow-"))
+os.environ.update(
+    {
+        "AIRFLOW_HOME": str(_AIRFLOW_HOME),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{_AIRFLOW_HOME}/airflow.db",
+        "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+    }
+)
+for key in [k for k in os.environ if k.startswith("AIRFLOW_CONN_CHECKPOINT")]:
+    del os.environ[key]  # tests define the store connections they use
+
+PG_ADMIN_DSN = os.environ.get("CHECKPOINT_OPS_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+@pytest.fixture(scope="session")
+def pg_admin():
+    """An autocommit connection to the test server; fails loudly when there is none."""
+    import psycopg
+
+    try:
+        conn = psycopg.connect(PG_ADMIN_DSN, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        pytest.fail(f"PostgreSQL is needed at {PG_ADMIN_DSN} (set CHECKPOINT_OPS_TEST_PG): {exc}")
+    yield conn
+    conn.close()
+
+
+def _dsn_for(dbname: str) -> str:
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    return make_conninfo(**{**conninfo_to_dict(PG_ADMIN_DSN), "dbname": dbname})
+
+
+@pytest.fixture
+def pg_dsn(pg_admin):
+    """A fresh, empty database for one test, dropped afterwards."""
+    name = f"cpo_test_{uuid.uuid4().hex[:12]}"
+    pg_admin.execute(f'CREATE DATABASE "{name}"')
+    yield _dsn_for(name)
+    pg_admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def sqlite_path(tmp_path) -> Path:
+    return tmp_path / "checkpoints.sqlite"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def saver(request, tmp_path):
+    """A ready checkpointer of each backend we ship, on a fresh store."""
+    from contextlib import closing
+
+    if request.param == "sqlite":
+        from langgraph.checkpoint.sqlite import SqliteSaver
+
+        from include.checkpoint_core.sqlite_store import connect_sqlite, setup_sqlite
+
+        path = tmp_path / "witness.sqlite"
+        setup_sqlite(path)
+        with closing(connect_sqlite(path)) as conn:
+            yield SqliteSaver(conn)
+    else:
+        from langgraph.checkpoint.postgres import PostgresSaver
+
+        from include.checkpoint_core.postgres_store import open_postgres_pool, setup_postgres
+
+        dsn = request.getfixturevalue("pg_dsn")
+        setup_postgres(dsn)
+        with closing(open_postgres_pool(dsn)) as pool:
+            yield PostgresSaver(pool)
+
+
+@pytest.fixture(scope="session")
+def airflow_db():
+    """Migrate the throwaway Airflow metadata DB once per session."""
+    from airflow.utils import db
+
+    db.initdb()
+    return _AIRFLOW_HOME
+
+
+def sqlite_conn_env(path: Path) -> str:
+    return json.dumps({"conn_type": "sqlite", "host": str(path)})
+
+
+def postgres_conn_env(dsn: str) -> str:
+    from psycopg.conninfo import conninfo_to_dict
+
+    parts = conninfo_to_dict(dsn)
+    return json.dumps(
+        {
+            "conn_type": "postgres",
+            "host": parts.get("host", "127.0.0.1"),
+            "port": int(parts.get("port", 5432)),
+            "login": parts.get("user", "postgres"),
+            "schema": parts["dbname"],
+        }
+    )
