@@ -78,7 +78,7 @@ with DAG(
         map_index_template="{{ task.checkpoint_conn_id }}",
     ).expand(checkpoint_conn_id=resolve_stores())
 
-    @task(task_id="report")
+    @task(task_id="report", multiple_outputs=False)
     def report(results, dag_run=None) -> dict:
         """One summary for the run: a line per store in the log, JSON in XCom and artifacts."""
         from checkpoint_ops.artifacts import write_report

@@ -1,0 +1,88 @@
+"""docker-compose.yaml and the Dockerfile are consistent with the project (no Docker engine here)."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+import yaml
+
+from tests.conftest import ROOT
+
+AIRFLOW_SERVICES = {"airflow-init", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor",
+                    "airflow-triggerer", "airflow-worker"}
+
+
+@pytest.fixture(scope="module")
+def compose():
+    return yaml.safe_load((ROOT / "docker-compose.yaml").read_text())
+
+
+def _interpolate_defaults(value: str) -> str:
+    """Resolve ${VAR:-default} the way compose does when VAR is unset."""
+    return re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", value)
+
+
+def test_services_are_present(compose):
+    services = set(compose["services"])
+    assert AIRFLOW_SERVICES | {"postgres", "redis", "minio"} <= services
+    for name in AIRFLOW_SERVICES:
+        svc = compose["services"][name]
+        assert svc["build"] == ".", f"{name} runs the project's image"
+    commands = {str(compose["services"][n].get("command")) for n in AIRFLOW_SERVICES}
+    assert {"api-server", "scheduler", "dag-processor", "triggerer", "celery worker"} <= commands
+    env = compose["services"]["airflow-scheduler"]["environment"]
+    assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
+    assert "@postgres/airflow" in env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
+
+
+def test_every_bind_mount_exists(compose):
+    for name, svc in compose["services"].items():
+        for volume in svc.get("volumes", []):
+            source = volume.split(":")[0]
+            if source.startswith((".", "/")):
+                assert (ROOT / source).exists(), f"{name} mounts {source}, which is not in the repo"
+            else:
+                assert source in compose.get("volumes", {}), f"{name} uses undeclared volume {source}"
+    mounts = {v.split(":")[1] for v in compose["services"]["airflow-worker"]["volumes"]}
+    assert {"/opt/airflow/dags", "/opt/airflow/plugins", "/opt/airflow/include"} <= mounts
+    assert compose["services"]["airflow-worker"]["environment"]["PYTHONPATH"] == "/opt/airflow"
+
+
+def test_connection_ids_match_the_dags(compose):
+    from checkpoint_ops import hooks
+
+    env = compose["services"]["airflow-worker"]["environment"]
+    conns = {k.removeprefix("AIRFLOW_CONN_").lower(): _interpolate_defaults(v)
+             for k, v in env.items() if k.startswith("AIRFLOW_CONN_")}
+    expected = {hooks.SQLITE_CONN_ID: "sqlite", hooks.POSTGRES_CONN_ID: "postgres",
+                hooks.REDIS_CONN_ID: "redis", hooks.ARTIFACTS_CONN_ID: "aws"}
+    assert set(expected) <= set(conns)
+    for conn_id, conn_type in expected.items():
+        assert json.loads(conns[conn_id])["conn_type"] == conn_type, conn_id
+    # The artifacts variable goes through the artifacts connection to the bucket minio-init makes.
+    url = env["AIRFLOW_VAR_CHECKPOINT_ARTIFACTS_URL"]
+    assert url.startswith(f"s3://{hooks.ARTIFACTS_CONN_ID}@checkpoint-artifacts")
+    assert "checkpoint-artifacts" in compose["services"]["minio-init"]["entrypoint"]
+    # The stores the DAGs fall back to when their params name none are all provided.
+    assert set(hooks.KNOWN_STORE_CONN_IDS) <= set(conns)
+
+
+def test_checkpoint_database_is_created(compose):
+    init = (ROOT / "docker/postgres/init.sql").read_text()
+    pg = json.loads(_interpolate_defaults(compose["services"]["airflow-worker"]["environment"]["AIRFLOW_CONN_CHECKPOINTS_POSTGRES"]))
+    assert f"CREATE DATABASE {pg['schema']}" in init and f"CREATE ROLE {pg['login']}" in init
+
+
+def test_dockerfile_installs_the_pinned_requirements():
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    requirements = (ROOT / "requirements.txt").read_text()
+    airflow_pin = re.search(r"^apache-airflow==([\d.]+)$", requirements, re.M).group(1)
+    assert re.search(rf"^FROM apache/airflow:{re.escape(airflow_pin)}-python3\.11$", dockerfile, re.M)
+    assert "-r /opt/checkpoint-ops/requirements.txt -c /opt/checkpoint-ops/constraints.txt" in dockerfile
+    constraints = (ROOT / "constraints.txt").read_text()
+    for line in requirements.splitlines():
+        if "==" in line and not line.startswith("#"):
+            name, version = line.split("[")[0].split("==")[0], line.split("==")[1]
+            assert re.search(rf"^{re.escape(name)}(\[.*\])?=={re.escape(version)}$", constraints, re.M | re.I), line
