@@ -111,7 +111,7 @@ def _columns(conn: sqlite3.Connection, table: str) -> set[str]:
     return {row[1] for row in conn.execute(f"PRAGMA table_info('{table}')")}
 
 
-def _read_schema(conn: sqlite3.Connection, path: Path) -> SqliteSchema:
+def read_schema(conn: sqlite3.Connection, path: Path) -> SqliteSchema:
     """Classify an open SQLite file. Raises the error a user can act on."""
     try:
         tables = tuple(
@@ -174,7 +174,7 @@ def inspect_sqlite(path: str | Path, *, check_integrity: bool = False) -> Sqlite
     """
     p = Path(path)
     with open_sqlite_readonly(p) as conn:
-        schema = _read_schema(conn, p)
+        schema = read_schema(conn, p)
         if check_integrity:
             check_sqlite_integrity(conn, p)
     return schema

@@ -1,0 +1,110 @@
+"""Before anything is written: is the source a checkpoint DB, is the target usable, what
+will the run move, what cannot be moved, and does the target already disagree with us?"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from contextlib import closing
+from pathlib import Path
+
+from include.checkpoint_core.errors import CheckpointStoreError
+from include.checkpoint_core.migration import digests
+from include.checkpoint_core.migration.source import inspect_source, iter_batches, thread_ids
+from include.checkpoint_core.migration.target import row_key
+from include.checkpoint_core.migration.transcode import Rejected, transcode_checkpoint, transcode_store_item, transcode_write
+from include.checkpoint_core.postgres_store import connect_postgres, describe_dsn, schema_versions
+from include.checkpoint_core.sqlite_store import open_sqlite_readonly
+
+# Rows per second for import and full verify, measured by benchmarks/migration.py on a 2-core
+# machine; the estimate scales them by how fast this machine transcoded the source.
+IMPORT_ROWS_PER_S = 15_000
+VERIFY_ROWS_PER_S = 30_000
+REFERENCE_SCAN_ROWS_PER_S = 60_000
+
+
+class TargetConflict(CheckpointStoreError):
+    hint = (
+        "The target already holds these checkpoints with other content. Migrate into an empty "
+        "database, or delete those threads from the target if they are stale copies."
+    )
+
+
+class RowsRejected(CheckpointStoreError):
+    hint = "Set on_reject to 'reject' to migrate everything else and get these rows in the report, or fix them in the source."
+
+
+def scan_rejects(conn: sqlite3.Connection, *, include_store: bool, limit: int = 50) -> tuple[list[dict], int, float]:
+    """Transcode every source row (read-only) to find what PostgreSQL cannot hold."""
+    examples: list[dict] = []
+    total = rows_seen = 0
+    started = time.monotonic()
+    tables = ("checkpoints", "writes", "store") if include_store else ("checkpoints", "writes")
+    fn = {"checkpoints": lambda r: transcode_checkpoint(*r), "writes": transcode_write,
+          "store": lambda r: transcode_store_item(dict(zip(("prefix", "key", "value", "created_at", "updated_at", "expires_at", "ttl_minutes"), r)))}
+    for table in tables:
+        for rows in iter_batches(conn, table, 2000):
+            for row in rows:
+                rows_seen += 1
+                try:
+                    fn[table](row)
+                except Rejected as exc:
+                    total += 1
+                    if len(examples) < limit:
+                        examples.append({"table": table, "key": row_key(table, row), "reason": exc.reason})
+    return examples, total, rows_seen / max(time.monotonic() - started, 1e-6)
+
+
+def find_conflicts(src: sqlite3.Connection, target_dsn: str, *, limit: int = 20) -> tuple[list[dict], int]:
+    """Checkpoints present on both sides under the same key but with different content."""
+    threads = thread_ids(src)
+    conflicts: list[dict] = []
+    overlapping = 0
+    with closing(connect_postgres(target_dsn)) as pg:
+        if pg.execute("SELECT to_regclass('checkpoints') IS NOT NULL AS ok").fetchone()["ok"] is False:
+            return [], 0
+        for chunk in digests.chunks(threads, 500):
+            present = pg.execute("SELECT DISTINCT thread_id FROM checkpoints WHERE thread_id = ANY(%s)", (chunk,)).fetchall()
+            if not present:
+                continue
+            shared = [r["thread_id"] for r in present]
+            want, _ = digests.source_digests(src, shared)
+            have = digests.target_digests(pg, shared)
+            for table in ("checkpoints", "writes", "blobs"):
+                for key, digest in want[table].items():
+                    if key in have[table]:
+                        overlapping += 1
+                        if have[table][key] != digest and len(conflicts) < limit:
+                            conflicts.append({"table": table, "key": list(key)})
+    return conflicts, overlapping
+
+
+def preflight(source_path: str, target_dsn: str, *, include_store: bool = True, on_reject: str = "reject",
+              check_integrity: bool = True) -> dict:
+    """Everything a run needs to know before it writes; raises on what must stop it."""
+    schema, counts = inspect_source(source_path, check_integrity=check_integrity)
+    with closing(connect_postgres(target_dsn)) as pg:
+        versions = schema_versions(pg)
+        server = pg.execute("SHOW server_version").fetchone()["server_version"]
+    with open_sqlite_readonly(source_path) as src:
+        rejects, rejected, scan_rate = scan_rejects(src, include_store=include_store)
+        conflicts, overlapping = find_conflicts(src, target_dsn)
+        payload = src.execute("SELECT COALESCE(SUM(LENGTH(checkpoint)), 0) FROM checkpoints").fetchone()[0]
+    if conflicts:
+        shown = "; ".join(f"{c['table']} {c['key']}" for c in conflicts[:5])
+        raise TargetConflict(f"{len(conflicts)}+ rows differ between source and target, e.g. {shown}.")
+    if rejected and on_reject == "fail":
+        shown = "; ".join(f"{r['table']} {r['key']}: {r['reason']}" for r in rejects[:3])
+        raise RowsRejected(f"{rejected} source rows cannot be stored in PostgreSQL, e.g. {shown}.")
+    rows = counts.get("checkpoints", 0) + counts.get("writes", 0) + (counts.get("store", 0) if include_store else 0)
+    speed = min(scan_rate / REFERENCE_SCAN_ROWS_PER_S, 1.0) if scan_rate else 1.0
+    return {
+        "source": {"path": str(Path(source_path)), "schema_version": schema.version, "schema": schema.version_name,
+                   "size_bytes": schema.size_bytes + schema.wal_bytes, "checkpoint_bytes": payload, "counts": counts},
+        "target": {"database": describe_dsn(target_dsn), "server_version": server, "schema_versions": versions,
+                   "needs_setup": versions["checkpoints"] is None or (include_store and versions["store"] is None),
+                   "overlapping_rows": overlapping},
+        "rejected": {"count": rejected, "examples": rejects},
+        "estimate_s": {"import": round(rows / (IMPORT_ROWS_PER_S * speed), 1),
+                       "verify_full": round(rows / (VERIFY_ROWS_PER_S * speed), 1)},
+    }

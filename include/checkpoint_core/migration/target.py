@@ -1,0 +1,262 @@
+"""The PostgreSQL side of a migration: SQL, bookkeeping tables and the batch loader.
+
+Like LangGraph's ``postgres/base.py``, every statement lives here as a constant. A batch is
+loaded in one transaction: claim the batch in ``checkpoint_ops_migration_batches`` (so a
+retried or duplicated task instance skips it), COPY the rows into session-local staging
+tables, move them into the saver's tables with ``ON CONFLICT``, record rejects. Either all
+of that commits or none of it does, so importing a batch twice changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import psycopg
+
+from include.checkpoint_core.migration.transcode import (
+    Rejected,
+    transcode_checkpoint,
+    transcode_store_item,
+    transcode_write,
+)
+
+BOOKKEEPING_DDL = (
+    """CREATE TABLE IF NOT EXISTS checkpoint_ops_migration_batches (
+        migration_id text NOT NULL,
+        table_name text NOT NULL,
+        batch_no integer NOT NULL,
+        sha256 text NOT NULL,
+        rows_read integer NOT NULL DEFAULT 0,
+        rows_imported integer NOT NULL DEFAULT 0,
+        rows_rejected integer NOT NULL DEFAULT 0,
+        imported_at timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY (migration_id, table_name, batch_no)
+    )""",
+    """CREATE TABLE IF NOT EXISTS checkpoint_ops_migration_rejects (
+        migration_id text NOT NULL,
+        table_name text NOT NULL,
+        batch_no integer NOT NULL,
+        row_key text NOT NULL,
+        reason text NOT NULL
+    )""",
+    """CREATE INDEX IF NOT EXISTS checkpoint_ops_migration_rejects_run
+        ON checkpoint_ops_migration_rejects (migration_id, table_name, batch_no)""",
+)
+
+STAGING_DDL = (
+    """CREATE TEMP TABLE IF NOT EXISTS cpo_stage_checkpoints (
+        thread_id text, checkpoint_ns text, checkpoint_id text, parent_checkpoint_id text,
+        checkpoint jsonb, metadata jsonb) ON COMMIT DELETE ROWS""",
+    """CREATE TEMP TABLE IF NOT EXISTS cpo_stage_blobs (
+        thread_id text, checkpoint_ns text, channel text, version text, type text, blob bytea) ON COMMIT DELETE ROWS""",
+    """CREATE TEMP TABLE IF NOT EXISTS cpo_stage_writes (
+        thread_id text, checkpoint_ns text, checkpoint_id text, task_id text, task_path text,
+        idx integer, channel text, type text, blob bytea) ON COMMIT DELETE ROWS""",
+    """CREATE TEMP TABLE IF NOT EXISTS cpo_stage_store (
+        prefix text, key text, value jsonb, created_at timestamptz, updated_at timestamptz,
+        expires_at timestamptz, ttl_minutes double precision) ON COMMIT DELETE ROWS""",
+)
+
+CLAIM_BATCH_SQL = """
+    INSERT INTO checkpoint_ops_migration_batches (migration_id, table_name, batch_no, sha256)
+    VALUES (%s, %s, %s, %s)
+    ON CONFLICT (migration_id, table_name, batch_no) DO NOTHING
+    RETURNING batch_no
+"""
+DONE_BATCH_SQL = """
+    SELECT sha256 FROM checkpoint_ops_migration_batches
+    WHERE migration_id = %s AND table_name = %s AND batch_no = %s
+"""
+FINISH_BATCH_SQL = """
+    UPDATE checkpoint_ops_migration_batches
+    SET rows_read = %s, rows_imported = %s, rows_rejected = %s, imported_at = now()
+    WHERE migration_id = %s AND table_name = %s AND batch_no = %s
+"""
+RECORD_REJECT_SQL = """
+    INSERT INTO checkpoint_ops_migration_rejects (migration_id, table_name, batch_no, row_key, reason)
+    VALUES (%s, %s, %s, %s, %s)
+"""
+
+COPY_SQL = {
+    "checkpoints": "COPY cpo_stage_checkpoints (thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, checkpoint, metadata) FROM STDIN",
+    "blobs": "COPY cpo_stage_blobs (thread_id, checkpoint_ns, channel, version, type, blob) FROM STDIN",
+    "writes": "COPY cpo_stage_writes (thread_id, checkpoint_ns, checkpoint_id, task_id, task_path, idx, channel, type, blob) FROM STDIN",
+    "store": "COPY cpo_stage_store (prefix, key, value, created_at, updated_at, expires_at, ttl_minutes) FROM STDIN",
+}
+
+# ``insert`` leaves existing rows alone (the initial load: a row already there is this same row);
+# ``upsert`` replaces them (catch-up: the app rewrote the row after the snapshot).
+MOVE_SQL = {
+    ("checkpoints", "insert"): """
+        INSERT INTO checkpoints (thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, checkpoint, metadata)
+        SELECT thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, checkpoint, metadata FROM cpo_stage_checkpoints
+        ON CONFLICT (thread_id, checkpoint_ns, checkpoint_id) DO NOTHING""",
+    ("checkpoints", "upsert"): """
+        INSERT INTO checkpoints (thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, checkpoint, metadata)
+        SELECT thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, checkpoint, metadata FROM cpo_stage_checkpoints
+        ON CONFLICT (thread_id, checkpoint_ns, checkpoint_id) DO UPDATE SET
+            parent_checkpoint_id = EXCLUDED.parent_checkpoint_id,
+            checkpoint = EXCLUDED.checkpoint, metadata = EXCLUDED.metadata
+        WHERE (checkpoints.checkpoint, checkpoints.metadata) IS DISTINCT FROM (EXCLUDED.checkpoint, EXCLUDED.metadata)""",
+    ("blobs", "insert"): """
+        INSERT INTO checkpoint_blobs (thread_id, checkpoint_ns, channel, version, type, blob)
+        SELECT DISTINCT ON (thread_id, checkpoint_ns, channel, version) thread_id, checkpoint_ns, channel, version, type, blob
+        FROM cpo_stage_blobs
+        ON CONFLICT (thread_id, checkpoint_ns, channel, version) DO NOTHING""",
+    ("writes", "insert"): """
+        INSERT INTO checkpoint_writes (thread_id, checkpoint_ns, checkpoint_id, task_id, task_path, idx, channel, type, blob)
+        SELECT thread_id, checkpoint_ns, checkpoint_id, task_id, task_path, idx, channel, type, blob FROM cpo_stage_writes
+        ON CONFLICT (thread_id, checkpoint_ns, checkpoint_id, task_id, idx) DO NOTHING""",
+    ("writes", "upsert"): """
+        INSERT INTO checkpoint_writes (thread_id, checkpoint_ns, checkpoint_id, task_id, task_path, idx, channel, type, blob)
+        SELECT thread_id, checkpoint_ns, checkpoint_id, task_id, task_path, idx, channel, type, blob FROM cpo_stage_writes
+        ON CONFLICT (thread_id, checkpoint_ns, checkpoint_id, task_id, idx) DO UPDATE SET
+            task_path = EXCLUDED.task_path, channel = EXCLUDED.channel, type = EXCLUDED.type, blob = EXCLUDED.blob
+        WHERE (checkpoint_writes.channel, checkpoint_writes.type, checkpoint_writes.blob)
+            IS DISTINCT FROM (EXCLUDED.channel, EXCLUDED.type, EXCLUDED.blob)""",
+    ("store", "insert"): """
+        INSERT INTO store (prefix, key, value, created_at, updated_at, expires_at, ttl_minutes)
+        SELECT prefix, key, value, COALESCE(created_at, now()), COALESCE(updated_at, now()), expires_at, ceil(ttl_minutes)::int
+        FROM cpo_stage_store
+        ON CONFLICT (prefix, key) DO NOTHING""",
+    ("store", "upsert"): """
+        INSERT INTO store (prefix, key, value, created_at, updated_at, expires_at, ttl_minutes)
+        SELECT prefix, key, value, COALESCE(created_at, now()), COALESCE(updated_at, now()), expires_at, ceil(ttl_minutes)::int
+        FROM cpo_stage_store
+        ON CONFLICT (prefix, key) DO UPDATE SET value = EXCLUDED.value, updated_at = EXCLUDED.updated_at,
+            expires_at = EXCLUDED.expires_at, ttl_minutes = EXCLUDED.ttl_minutes
+        WHERE store.value IS DISTINCT FROM EXCLUDED.value""",
+}
+MOVE_SQL[("blobs", "upsert")] = MOVE_SQL[("blobs", "insert")]  # a (channel, version) blob never changes
+
+
+@dataclass
+class BatchResult:
+    table: str
+    number: int
+    read: int = 0
+    imported: int = 0
+    rejected: int = 0
+    blobs: int = 0
+    skipped: bool = False  # already imported by an earlier attempt
+    rejects: list[tuple[str, str]] = field(default_factory=list)  # (row key, reason)
+
+
+def ensure_bookkeeping(conn: psycopg.Connection) -> None:
+    for ddl in BOOKKEEPING_DDL:
+        conn.execute(ddl)
+
+
+def prepare_session(conn: psycopg.Connection) -> None:
+    """Staging tables and UTC, once per connection (SQLite timestamps are naive UTC)."""
+    conn.execute("SET TIME ZONE 'UTC'")
+    for ddl in STAGING_DDL:
+        conn.execute(ddl)
+
+
+def row_key(table: str, row) -> str:
+    if table == "store":
+        key = [row[0], row[1]]
+    elif table == "writes":
+        key = [row[0], row[1], row[2], row[3], row[5]]
+    else:
+        key = [row[0], row[1], row[2]]
+    return json.dumps(key, ensure_ascii=True, default=repr)
+
+
+def transcode_rows(table: str, rows) -> tuple[dict[str, list[tuple]], list[tuple[str, str]]]:
+    """Source rows -> staging rows per staging table, plus (key, reason) for rejected rows."""
+    out: dict[str, list[tuple]] = {"checkpoints": [], "blobs": [], "writes": [], "store": []}
+    rejects: list[tuple[str, str]] = []
+    for row in rows:
+        try:
+            if table == "checkpoints":
+                cp = transcode_checkpoint(*row)
+                out["checkpoints"].append(
+                    (cp.thread_id, cp.checkpoint_ns, cp.checkpoint_id, cp.parent_checkpoint_id, cp.checkpoint_json, cp.metadata_json)
+                )
+                out["blobs"].extend((cp.thread_id, cp.checkpoint_ns, *b) for b in cp.blobs)
+            elif table == "writes":
+                out["writes"].append(transcode_write(row))
+            else:
+                out["store"].append(transcode_store_item(dict(zip(
+                    ("prefix", "key", "value", "created_at", "updated_at", "expires_at", "ttl_minutes"), row))))
+        except Rejected as exc:
+            rejects.append((row_key(table, row), exc.reason))
+    return out, rejects
+
+
+def _copy(cur: psycopg.Cursor, staging: str, rows: list[tuple]) -> None:
+    if not rows:
+        return
+    with cur.copy(COPY_SQL[staging]) as copy:
+        for r in rows:
+            copy.write_row(r)
+
+
+def load_rows(conn: psycopg.Connection, table: str, staged: dict[str, list[tuple]], mode: str) -> tuple[int, int]:
+    """Move staged rows into the saver's tables inside the caller's transaction.
+
+    Returns (rows of ``table`` inserted or changed, blob rows inserted).
+    """
+    imported = blobs = 0
+    with conn.cursor() as cur:
+        for staging in (("checkpoints", "blobs") if table == "checkpoints" else (table,)):
+            rows = staged[staging]
+            if not rows:
+                continue
+            _copy(cur, staging, rows)
+            cur.execute(MOVE_SQL[(staging, mode)])
+            if staging == "blobs":
+                blobs = cur.rowcount
+            else:
+                imported = cur.rowcount
+    return imported, blobs
+
+
+def import_batch(
+    conn: psycopg.Connection, migration_id: str, table: str, number: int, sha256: str, rows: list, *, fail_on_reject: bool
+) -> BatchResult:
+    """Load one batch exactly once. Safe to call again: a recorded batch is skipped."""
+    result = BatchResult(table=table, number=number, read=len(rows))
+    staged, rejects = transcode_rows(table, rows)
+    if rejects and fail_on_reject:
+        key, reason = rejects[0]
+        raise Rejected(f"{table} batch {number}: row {key}: {reason} ({len(rejects)} such rows in this batch)")
+    with conn.transaction():
+        claimed = conn.execute(CLAIM_BATCH_SQL, (migration_id, table, number, sha256)).fetchone()
+        if claimed is None:
+            done = conn.execute(DONE_BATCH_SQL, (migration_id, table, number)).fetchone()
+            recorded = done["sha256"] if isinstance(done, dict) else done[0]
+            if recorded != sha256:
+                raise ValueError(
+                    f"{table} batch {number} was imported from different bytes (sha256 {recorded[:12]}…); "
+                    "this target belongs to another export of the same migration id. Start a new run."
+                )
+            result.skipped = True
+            return result
+        result.imported, result.blobs = load_rows(conn, table, staged, "insert")
+        with conn.cursor() as cur:
+            cur.executemany(RECORD_REJECT_SQL, [(migration_id, table, number, k, r) for k, r in rejects])
+        result.rejected = len(rejects)
+        result.rejects = rejects
+        conn.execute(FINISH_BATCH_SQL, (len(rows), result.imported, result.rejected, migration_id, table, number))
+    return result
+
+
+def imported_batches(conn: psycopg.Connection, migration_id: str) -> dict[tuple[str, int], dict]:
+    rows = conn.execute(
+        "SELECT table_name, batch_no, sha256, rows_read, rows_imported, rows_rejected "
+        "FROM checkpoint_ops_migration_batches WHERE migration_id = %s",
+        (migration_id,),
+    ).fetchall()
+    return {(r["table_name"], r["batch_no"]): r for r in rows}
+
+
+def rejects_for(conn: psycopg.Connection, migration_id: str) -> list[dict]:
+    return conn.execute(
+        "SELECT table_name, batch_no, row_key, reason FROM checkpoint_ops_migration_rejects "
+        "WHERE migration_id = %s ORDER BY table_name, batch_no, row_key",
+        (migration_id,),
+    ).fetchall()

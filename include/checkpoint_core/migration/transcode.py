@@ -1,0 +1,264 @@
+"""SQLite checkpoint rows -> PostgresSaver rows, by moving serialised bytes.
+
+SqliteSaver stores a whole checkpoint as one serialised map. PostgresSaver stores the same
+checkpoint as JSONB with primitive channel values inline, and every other channel value as
+its own ``checkpoint_blobs`` row keyed by (channel, version). We split the map without
+rebuilding application objects: msgpack is decoded with extension types kept as raw
+``Ext`` payloads (the app's classes are never imported), and each non-primitive channel value
+is re-packed on its own. msgpack is compositional, so a value's standalone encoding is
+exactly what PostgresSaver's serializer would have produced for it.
+
+Values PostgreSQL cannot hold inline (a string with NUL, NaN/Infinity) stay faithful as blob
+rows, which the saver merges over inline values. What cannot be stored at all (NUL inside
+metadata or ids) raises ``Rejected`` with the reason, for the caller to report.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import ormsgpack
+
+MSGPACK_OPTIONS = ormsgpack.OPT_NON_STR_KEYS
+EXT_DELTA_SNAPSHOT = 7  # langgraph.checkpoint.serde.jsonplus.EXT_DELTA_SNAPSHOT
+
+
+class Rejected(ValueError):
+    """A row PostgreSQL cannot hold; ``reason`` says why, in words an operator can act on."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class PgCheckpoint:
+    thread_id: str
+    checkpoint_ns: str
+    checkpoint_id: str
+    parent_checkpoint_id: str | None
+    checkpoint_json: str  # the JSONB document, already serialised
+    metadata_json: str
+    blobs: tuple[tuple[str, str, str, bytes], ...]  # (channel, version, type, bytes)
+
+
+class RawExt:
+    """A msgpack extension value kept as its code and payload: never turned into an object."""
+
+    __slots__ = ("code", "data")
+
+    def __init__(self, code: int, data: bytes) -> None:
+        self.code = code
+        self.data = data
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RawExt) and (self.code, self.data) == (other.code, other.data)
+
+    def __repr__(self) -> str:
+        return f"RawExt({self.code}, {len(self.data)} bytes)"
+
+
+def _raw_ext(code: int, data: bytes) -> RawExt:
+    return RawExt(code, data)
+
+
+def _pack_raw(obj: Any) -> ormsgpack.Ext:
+    if isinstance(obj, RawExt):
+        return ormsgpack.Ext(obj.code, obj.data)
+    raise TypeError(f"unexpected {type(obj).__name__} in a decoded checkpoint")
+
+
+def _pg_text_ok(value: str) -> bool:
+    return "\x00" not in value
+
+
+def _inline_ok(value: Any) -> bool:
+    """Primitive values PostgresSaver would inline, that JSONB can also hold."""
+    if value is None or isinstance(value, bool) or isinstance(value, int):
+        return True
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, str):
+        return _pg_text_ok(value)
+    return False
+
+
+def _is_primitive(value: Any) -> bool:
+    return value is None or isinstance(value, (str, int, float, bool))
+
+
+def _check_json(value: Any, where: str) -> None:
+    """Raise ``Rejected`` if ``value`` (plain JSON data) has something JSONB refuses."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if not _pg_text_ok(item):
+                raise Rejected(f"{where} holds a string with a NUL character (\\u0000), which PostgreSQL text cannot store")
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                raise Rejected(f"{where} holds {item!r}, which JSONB cannot store")
+        elif isinstance(item, dict):
+            for k, v in item.items():
+                if not isinstance(k, str):
+                    raise Rejected(f"{where} has a non-string key {k!r}, which JSON cannot store")
+                stack.append(k)
+                stack.append(v)
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, (RawExt, bytes, bytearray, tuple)):
+            raise Rejected(f"{where} holds a serialised object ({type(item).__name__}) outside channel_values")
+        elif item is not None and not isinstance(item, (bool, int)):
+            raise Rejected(f"{where} holds a {type(item).__name__}, which JSON cannot store")
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
+def parse_metadata(raw: Any) -> dict:
+    """SqliteSaver metadata: JSON text today, JSON bytes in older releases."""
+    if raw is None:
+        return {}
+    if isinstance(raw, (bytes, bytearray, memoryview)):
+        raw = bytes(raw)
+        try:
+            raw = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            try:
+                value = ormsgpack.unpackb(raw, ext_hook=_raw_ext, option=MSGPACK_OPTIONS)
+            except ormsgpack.MsgpackDecodeError:
+                raise Rejected("metadata is neither JSON nor msgpack") from None
+            if not isinstance(value, dict):
+                raise Rejected("metadata is not a JSON object")
+            _check_json(value, "metadata")
+            return value
+    try:
+        value = json.loads(raw, parse_constant=_reject_constant)
+    except ValueError as exc:
+        if isinstance(exc, Rejected):
+            raise
+        raise Rejected(f"metadata is not valid JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise Rejected("metadata is not a JSON object")
+    _check_json(value, "metadata")
+    return value
+
+
+def _reject_constant(name: str):
+    raise Rejected(f"metadata holds {name}, which JSONB cannot store")
+
+
+def _decode_checkpoint(type_: str | None, blob: bytes) -> tuple[dict, str]:
+    """The checkpoint map with channel values still raw, and the blob type to use."""
+    if type_ == "msgpack":
+        try:
+            value = ormsgpack.unpackb(blob, ext_hook=_raw_ext, option=MSGPACK_OPTIONS)
+        except ormsgpack.MsgpackDecodeError as exc:
+            raise Rejected(f"checkpoint bytes are not valid msgpack ({exc})") from None
+        kind = "msgpack"
+    elif type_ == "json":  # langgraph-checkpoint < 2.0 wrote JSON
+        try:
+            value = json.loads(bytes(blob).decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise Rejected(f"checkpoint bytes are not valid JSON ({exc})") from None
+        kind = "json"
+    else:
+        raise Rejected(
+            f"checkpoint serialised as {type_!r}: only msgpack and json checkpoints can be split without "
+            "the application's code (pickle or encrypted checkpoints need the app's serializer)"
+        )
+    if not isinstance(value, dict) or not isinstance(value.get("channel_values", {}), dict):
+        raise Rejected("checkpoint is not a LangGraph checkpoint map")
+    return value, kind
+
+
+def _encode_value(kind: str, value: Any) -> bytes:
+    if kind == "msgpack":
+        return ormsgpack.packb(value, default=_pack_raw, option=MSGPACK_OPTIONS)
+    return _dumps(value).encode("utf-8")
+
+
+def transcode_checkpoint(
+    thread_id: str,
+    checkpoint_ns: str,
+    checkpoint_id: str,
+    parent_checkpoint_id: str | None,
+    type_: str | None,
+    blob: bytes,
+    metadata: Any,
+) -> PgCheckpoint:
+    """One SqliteSaver ``checkpoints`` row as PostgresSaver would have stored it."""
+    for name, text in (("thread_id", thread_id), ("checkpoint_ns", checkpoint_ns), ("checkpoint_id", checkpoint_id)):
+        if not isinstance(text, str) or not _pg_text_ok(text):
+            raise Rejected(f"{name} {text!r} cannot be stored in PostgreSQL text")
+    if blob is None:
+        raise Rejected("checkpoint bytes are NULL")
+    checkpoint, kind = _decode_checkpoint(type_, bytes(blob))
+    versions = checkpoint.get("channel_versions") or {}
+    inline: dict[str, Any] = {}
+    blobs: list[tuple[str, str, str, bytes]] = []
+    for channel, value in (checkpoint.get("channel_values") or {}).items():
+        if not isinstance(channel, str) or not _pg_text_ok(channel):
+            raise Rejected(f"channel name {channel!r} cannot be stored in PostgreSQL")
+        if _is_primitive(value) and _inline_ok(value):
+            inline[channel] = value
+            continue
+        if channel not in versions:
+            raise Rejected(f"channel {channel!r} has a value but no version, so PostgresSaver could not load it")
+        if kind == "msgpack" and isinstance(value, RawExt) and value.code == EXT_DELTA_SNAPSHOT:
+            inline[channel] = True  # PostgresSaver's marker: the snapshot is in the blob behind it
+        blobs.append((channel, str(versions[channel]), kind, _encode_value(kind, value)))
+    document = {k: v for k, v in checkpoint.items() if k != "channel_values"}
+    _check_json(document, "checkpoint")
+    document["channel_values"] = inline
+    meta = parse_metadata(metadata)
+    return PgCheckpoint(
+        thread_id=thread_id,
+        checkpoint_ns=checkpoint_ns,
+        checkpoint_id=checkpoint_id,
+        parent_checkpoint_id=parent_checkpoint_id,
+        checkpoint_json=_dumps(document),
+        metadata_json=_dumps(meta),
+        blobs=tuple(blobs),
+    )
+
+
+def transcode_write(row: tuple) -> tuple:
+    """One SqliteSaver ``writes`` row as a ``checkpoint_writes`` row (bytes copied as they are).
+
+    ``row`` is (thread_id, checkpoint_ns, checkpoint_id, task_id, task_path, idx, channel, type, value);
+    ``task_path`` and ``idx`` come from the row itself: never recomputed.
+    """
+    thread_id, ns, checkpoint_id, task_id, task_path, idx, channel, type_, value = row
+    for name, text in (("thread_id", thread_id), ("checkpoint_ns", ns), ("checkpoint_id", checkpoint_id),
+                       ("task_id", task_id), ("task_path", task_path), ("channel", channel), ("type", type_ or "")):
+        if not isinstance(text, str) or not _pg_text_ok(text):
+            raise Rejected(f"write {name} {text!r} cannot be stored in PostgreSQL text")
+    if value is None:
+        if type_ not in ("null", "empty"):
+            raise Rejected(f"write value is NULL but its type is {type_!r}")
+        value = b""
+    return (thread_id, ns, checkpoint_id, task_id, task_path or "", int(idx), channel, type_, bytes(value))
+
+
+def transcode_store_item(row: dict) -> tuple:
+    """One SqliteStore ``store`` row for PostgresStore: the JSON value must fit JSONB."""
+    prefix, key, value = row["prefix"], row["key"], row["value"]
+    for name, text in (("prefix", prefix), ("key", key)):
+        if not isinstance(text, str) or not _pg_text_ok(text):
+            raise Rejected(f"store item {name} {text!r} cannot be stored in PostgreSQL text")
+    if isinstance(value, (bytes, bytearray)):
+        value = bytes(value).decode("utf-8", errors="strict")
+    try:
+        parsed = json.loads(value, parse_constant=_reject_constant)
+    except ValueError as exc:
+        if isinstance(exc, Rejected):
+            raise Rejected(f"store item value: {exc.reason}") from None
+        raise Rejected(f"store item value is not valid JSON ({exc})") from None
+    _check_json(parsed, "store item value")
+    return (prefix, key, _dumps(parsed), row.get("created_at"), row.get("updated_at"),
+            row.get("expires_at"), row.get("ttl_minutes"))

@@ -1,0 +1,116 @@
+"""Prove the target holds what the snapshot held: counts, content checksums, and the same
+CheckpointTuples read back through SqliteSaver and PostgresSaver."""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+from typing import Callable
+
+from include.checkpoint_core.migration import digests
+from include.checkpoint_core.migration.source import thread_ids
+from include.checkpoint_core.postgres_store import connect_postgres
+
+SEMANTIC_CHECKPOINTS_PER_THREAD = 25
+
+
+def _per_thread(keys) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for key in keys:
+        counts[key[0]] = counts.get(key[0], 0) + 1
+    return counts
+
+
+def semantic_check(snapshot: Path, target_dsn: str, threads: list[str], *, per_thread: int = SEMANTIC_CHECKPOINTS_PER_THREAD) -> list[dict]:
+    """CheckpointTuples through both savers must be deep-equal (values decoded, so sets
+    compare as sets). Reads each checkpoint by id: PostgresSaver.list() is quadratic on long threads."""
+    from langgraph.checkpoint.postgres import PostgresSaver
+    from langgraph.checkpoint.sqlite import SqliteSaver
+
+    problems: list[dict] = []
+    with closing(sqlite3.connect(f"{snapshot.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False)) as conn, \
+            closing(connect_postgres(target_dsn)) as pg:
+        lite, post = SqliteSaver(conn), PostgresSaver(pg)
+        lite.is_setup = True  # read-only snapshot: SqliteSaver.setup() would try to write
+        for tid in threads:
+            keys = conn.execute(
+                "SELECT checkpoint_ns, checkpoint_id FROM checkpoints WHERE thread_id = ? ORDER BY checkpoint_id DESC LIMIT ?",
+                (tid, per_thread),
+            ).fetchall()
+            for ns, cid in keys:
+                config = {"configurable": {"thread_id": tid, "checkpoint_ns": ns, "checkpoint_id": cid}}
+                a, b = lite.get_tuple(config), post.get_tuple(config)
+                if b is None:
+                    problems.append({"thread_id": tid, "checkpoint_ns": ns, "checkpoint_id": cid, "problem": "missing in target"})
+                    continue
+                for part in ("checkpoint", "metadata", "parent_config", "pending_writes"):
+                    if getattr(a, part) != getattr(b, part):
+                        problems.append({"thread_id": tid, "checkpoint_ns": ns, "checkpoint_id": cid, "problem": f"{part} differs"})
+                        break
+    return problems
+
+
+def verify(snapshot: Path, target_dsn: str, *, mode: str = "sample", sample_threads: int = 10, seed: str = "",
+           rejected: dict[str, int] | None = None, chunk_threads: int = 200,
+           progress: Callable[[int], None] | None = None) -> dict:
+    """Compare snapshot and target. ``mode`` is "sample" (N threads) or "full" (every thread).
+
+    ``rejected`` is the import's count of rejected rows per source table: those are expected
+    to be absent. Everything else must match exactly, per table, per thread and per row.
+    """
+    rejected = rejected or {}
+    with closing(sqlite3.connect(f"{snapshot.resolve().as_uri()}?mode=ro", uri=True)) as src, \
+            closing(connect_postgres(target_dsn)) as pg:
+        all_threads = thread_ids(src)
+        if mode == "full":
+            checked = all_threads
+        else:
+            rng = random.Random(seed)
+            checked = sorted(rng.sample(all_threads, min(sample_threads, len(all_threads))))
+        totals: dict[str, dict] = {}
+        source_rejected = 0
+        thread_count_mismatch: list[dict] = []
+        for chunk in digests.chunks(checked, chunk_threads):
+            want, chunk_rejected = digests.source_digests(src, chunk)
+            source_rejected += chunk_rejected
+            have = digests.target_digests(pg, chunk)
+            for table, res in digests.compare(want, have).items():
+                agg = totals.setdefault(table, {"expected": 0, "found": 0, "missing": 0, "different": 0, "extra": 0,
+                                                "examples": {"missing": [], "different": []}})
+                for k in ("expected", "found", "missing", "different", "extra"):
+                    agg[k] += res[k]
+                for k in ("missing", "different"):
+                    agg["examples"][k] = (agg["examples"][k] + res["examples"][k])[:20]
+            for table in ("checkpoints", "writes"):
+                s, t = _per_thread(want[table]), _per_thread(have[table])
+                for tid in chunk:
+                    if s.get(tid, 0) != t.get(tid, 0) and len(thread_count_mismatch) < 20:
+                        thread_count_mismatch.append({"thread_id": tid, "table": table, "source": s.get(tid, 0), "target": t.get(tid, 0)})
+            if progress:
+                progress(sum(len(v) for v in want.values()))
+        table_counts = {
+            "checkpoints": (src.execute("SELECT COUNT(*) FROM checkpoints").fetchone()[0],
+                            pg.execute("SELECT COUNT(*) AS n FROM checkpoints WHERE thread_id = ANY(%s)", (all_threads,)).fetchone()["n"]),
+            "writes": (src.execute("SELECT COUNT(*) FROM writes").fetchone()[0],
+                       pg.execute("SELECT COUNT(*) AS n FROM checkpoint_writes WHERE thread_id = ANY(%s)", (all_threads,)).fetchone()["n"]),
+        }
+    rng = random.Random(seed + "semantic")
+    semantic_threads = sorted(rng.sample(checked, min(sample_threads, len(checked))))
+    semantic = semantic_check(snapshot, target_dsn, semantic_threads)
+    counts_ok = all(src_n - rejected.get(table, 0) == tgt_n for table, (src_n, tgt_n) in table_counts.items())
+    content_ok = all(t["missing"] == 0 and t["different"] == 0 and t["extra"] == 0 for t in totals.values())
+    return {
+        "ok": counts_ok and content_ok and not thread_count_mismatch and not semantic,
+        "mode": mode,
+        "threads_checked": len(checked),
+        "threads_total": len(all_threads),
+        "table_counts": {k: {"source": v[0], "rejected": rejected.get(k, 0), "target": v[1]} for k, v in table_counts.items()},
+        "per_thread_mismatches": thread_count_mismatch,
+        "content": totals,
+        "semantic": {"threads": len(semantic_threads), "problems": semantic[:20]},
+        "rejected_in_checked_threads": source_rejected,
+        "counts_ok": counts_ok,
+        "content_ok": content_ok,
+    }
