@@ -115,3 +115,24 @@ def resolve_store_conn_ids(requested: list[str], known: tuple[str, ...] = KNOWN_
             + " (Admin > Connections, or AIRFLOW_CONN_<ID>), or name connections in the 'stores' param."
         )
     return usable
+
+
+def resolve_sqlite_source(source: str) -> StoreTarget:
+    """A migration source given as a connection id, a file path, or a ``sqlite:///``/``file://`` URI."""
+    from urllib.parse import unquote, urlparse
+
+    text = (source or "").strip()
+    if not text:
+        raise ConnectionNotUsable("the source is empty: give a connection id, a file path or a sqlite:/// URI.")
+    if text.startswith(("sqlite:", "file:")):
+        path = unquote(urlparse(text).path)
+        if text.startswith("sqlite:"):
+            # SQLAlchemy's form: sqlite:///relative/path, sqlite:////absolute/path
+            path = path[1:]
+        return StoreTarget("sqlite", str(Path(path).expanduser().resolve()), text)
+    if "/" in text or text.endswith((".sqlite", ".db", ".sqlite3")):
+        return StoreTarget("sqlite", str(Path(text).expanduser().resolve()), text)
+    target = CheckpointStoreHook(text).get_target()
+    if target.kind != "sqlite":
+        raise ConnectionNotUsable(f"connection {text!r} is a {target.kind} store; the migration source must be SQLite.")
+    return target

@@ -10,6 +10,7 @@ of that commits or none of it does, so importing a batch twice changes nothing.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 
 import psycopg
@@ -30,6 +31,7 @@ BOOKKEEPING_DDL = (
         rows_read integer NOT NULL DEFAULT 0,
         rows_imported integer NOT NULL DEFAULT 0,
         rows_rejected integer NOT NULL DEFAULT 0,
+        seconds double precision NOT NULL DEFAULT 0,
         imported_at timestamptz NOT NULL DEFAULT now(),
         PRIMARY KEY (migration_id, table_name, batch_no)
     )""",
@@ -70,7 +72,7 @@ DONE_BATCH_SQL = """
 """
 FINISH_BATCH_SQL = """
     UPDATE checkpoint_ops_migration_batches
-    SET rows_read = %s, rows_imported = %s, rows_rejected = %s, imported_at = now()
+    SET rows_read = %s, rows_imported = %s, rows_rejected = %s, seconds = %s, imported_at = now()
     WHERE migration_id = %s AND table_name = %s AND batch_no = %s
 """
 RECORD_REJECT_SQL = """
@@ -219,6 +221,7 @@ def import_batch(
     conn: psycopg.Connection, migration_id: str, table: str, number: int, sha256: str, rows: list, *, fail_on_reject: bool
 ) -> BatchResult:
     """Load one batch exactly once. Safe to call again: a recorded batch is skipped."""
+    started = time.perf_counter()
     result = BatchResult(table=table, number=number, read=len(rows))
     staged, rejects = transcode_rows(table, rows)
     if rejects and fail_on_reject:
@@ -241,13 +244,14 @@ def import_batch(
             cur.executemany(RECORD_REJECT_SQL, [(migration_id, table, number, k, r) for k, r in rejects])
         result.rejected = len(rejects)
         result.rejects = rejects
-        conn.execute(FINISH_BATCH_SQL, (len(rows), result.imported, result.rejected, migration_id, table, number))
+        conn.execute(FINISH_BATCH_SQL, (len(rows), result.imported, result.rejected, time.perf_counter() - started,
+                                        migration_id, table, number))
     return result
 
 
 def imported_batches(conn: psycopg.Connection, migration_id: str) -> dict[tuple[str, int], dict]:
     rows = conn.execute(
-        "SELECT table_name, batch_no, sha256, rows_read, rows_imported, rows_rejected "
+        "SELECT table_name, batch_no, sha256, rows_read, rows_imported, rows_rejected, seconds "
         "FROM checkpoint_ops_migration_batches WHERE migration_id = %s",
         (migration_id,),
     ).fetchall()

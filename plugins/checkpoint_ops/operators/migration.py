@@ -1,0 +1,266 @@
+"""Operators of the SQLite -> PostgreSQL migration: thin shells over include.checkpoint_core.migration.
+
+Every step finds the run's state in its artifacts folder (``migrations/<migration_id>/``:
+snapshot, manifest, batches) and in the target's bookkeeping tables, never in worker memory,
+so any task instance can be retried or cleared on any worker and converge.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from airflow.sdk import Context
+from airflow.sdk.exceptions import AirflowFailException
+
+from checkpoint_ops.artifacts import artifacts_root, safe_key
+from checkpoint_ops.hooks import CheckpointStoreHook, resolve_sqlite_source
+from checkpoint_ops.operators.base import CheckpointOpsOperator
+
+MIGRATION_FIELDS: Sequence[str] = ("source", "target", "migration_id", "include_store")
+
+
+def migration_folder(migration_id: str) -> Any:
+    """The run's artifacts folder: a pathlib.Path when local, an ObjectStoragePath otherwise."""
+    root = artifacts_root()
+    folder = root / "migrations" / safe_key(migration_id)
+    if getattr(root, "protocol", "file") in ("file", "local", ("file", "local")):
+        return Path(folder.path)
+    return folder
+
+
+class _MigrationOperator(CheckpointOpsOperator):
+    template_fields: Sequence[str] = MIGRATION_FIELDS
+
+    def __init__(self, *, source: str, target: str, migration_id: str = "{{ run_id }}", include_store: bool = True,
+                 **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.source = source
+        self.target = target
+        self.migration_id = migration_id
+        self.include_store = include_store
+
+    def source_path(self) -> str:
+        src = resolve_sqlite_source(str(self.source))
+        self.log.info("Source: %s", src.location)
+        return src.location
+
+    def target_dsn(self) -> str:
+        target = CheckpointStoreHook(str(self.target)).get_target()
+        if target.kind != "postgres":
+            raise AirflowFailException(f"target {self.target!r} is a {target.kind} store; the migration target must be PostgreSQL.")
+        self.log.info("Target: %s", target.display)
+        return target.location
+
+    def folder(self) -> Any:
+        return migration_folder(str(self.migration_id))
+
+    def manifest(self):
+        from include.checkpoint_core.migration.batches import read_manifest
+
+        manifest = read_manifest(self.folder())
+        if manifest is None:
+            raise AirflowFailException(f"no export manifest in {self.folder()}: run (or clear) the export task first.")
+        return manifest
+
+
+class MigrationPreflightOperator(_MigrationOperator):
+    """Validate source and target, find rows PostgreSQL cannot hold and conflicting rows, estimate time.
+
+    With ``dry_run`` nothing is written anywhere; otherwise the target's schema is set up.
+    """
+
+    template_fields: Sequence[str] = (*MIGRATION_FIELDS, "on_reject", "dry_run")
+
+    def __init__(self, *, on_reject: str = "reject", dry_run: bool = False, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.on_reject = on_reject
+        self.dry_run = dry_run
+
+    def run(self, context: Context) -> dict[str, Any]:
+        from include.checkpoint_core.migration.preflight import preflight
+        from include.checkpoint_core.postgres_store import setup_postgres
+
+        source, dsn = self.source_path(), self.target_dsn()
+        plan = preflight(source, dsn, include_store=bool(self.include_store), on_reject=str(self.on_reject))
+        counts = plan["source"]["counts"]
+        self.log.info("Source holds %s threads, %s checkpoints, %s writes, %s store items (%.1f MB)",
+                      counts.get("threads"), counts.get("checkpoints"), counts.get("writes"), counts.get("store", 0),
+                      plan["source"]["size_bytes"] / 1e6)
+        if plan["rejected"]["count"]:
+            self.log.warning("%s rows cannot be stored in PostgreSQL and will be rejected, e.g.:", plan["rejected"]["count"])
+            for r in plan["rejected"]["examples"][:10]:
+                self.log.warning("  %s %s: %s", r["table"], r["key"], r["reason"])
+        self.log.info("Estimated time: import %ss, full verify %ss", plan["estimate_s"]["import"], plan["estimate_s"]["verify_full"])
+        if self.dry_run:
+            self.log.info("Dry run: nothing was written.")
+        else:
+            setup = setup_postgres(dsn, include_store=bool(self.include_store))
+            plan["target"]["setup_changes"] = setup["changes"]
+        plan["dry_run"] = bool(self.dry_run)
+        return plan
+
+
+class MigrationSnapshotOperator(_MigrationOperator):
+    """A consistent copy of the live source (online backup API) plus its rowid watermarks."""
+
+    def run(self, context: Context) -> dict[str, Any]:
+        from include.checkpoint_core.migration.export import snapshot_into
+
+        info = snapshot_into(self.source_path(), self.folder(), str(self.migration_id))
+        self.log.info("%s snapshot: %s rows at watermarks %s (sha256 %s)", "Reused" if info["reused"] else "Took",
+                      info["counts"], info["watermarks"], info["sha256"][:12])
+        return info
+
+
+class MigrationExportOperator(_MigrationOperator):
+    """Stream the snapshot into batch files of ``batch_size`` rows, with a checksummed manifest."""
+
+    template_fields: Sequence[str] = (*MIGRATION_FIELDS, "batch_size")
+
+    def __init__(self, *, batch_size: int = 1000, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.batch_size = batch_size
+
+    def run(self, context: Context) -> dict[str, Any]:
+        import json
+
+        from include.checkpoint_core.migration.export import export_batches, local_snapshot
+
+        folder = self.folder()
+        info = json.loads((folder / "snapshot.json").read_text())
+        total = sum(v for k, v in info["counts"].items() if k in ("checkpoints", "writes") or (k == "store" and self.include_store))
+        progress = self.progress(total, "rows", label="export")
+        with tempfile.TemporaryDirectory(prefix="cpo-export-") as tmp:
+            manifest = export_batches(local_snapshot(folder, Path(tmp)), folder, info, batch_size=int(self.batch_size),
+                                      include_store=bool(self.include_store), progress=progress.advance)
+        progress.finish()
+        per_table = {}
+        for b in manifest.batches:
+            per_table.setdefault(b.table, {"batches": 0, "rows": 0, "bytes": 0})
+            per_table[b.table]["batches"] += 1
+            per_table[b.table]["rows"] += b.rows
+            per_table[b.table]["bytes"] += b.size_bytes
+        return {"batches": len(manifest.batches), "tables": per_table, "folder": str(folder)}
+
+
+def import_groups(migration_id: str, batches_per_task: int) -> list[list[dict]]:
+    """The export's batches in groups of ``batches_per_task``: one mapped import task instance each."""
+    from include.checkpoint_core.migration.batches import read_manifest
+    from include.checkpoint_core.migration.load import plan_groups
+
+    manifest = read_manifest(migration_folder(migration_id))
+    if manifest is None:
+        raise AirflowFailException("no export manifest: clear the export task.")
+    return plan_groups(manifest, int(batches_per_task))
+
+
+class MigrationImportOperator(_MigrationOperator):
+    """Import one group of batches; each batch is one transaction, recorded in the target."""
+
+    template_fields: Sequence[str] = (*MIGRATION_FIELDS, "group", "on_reject")
+
+    def __init__(self, *, group: list[dict], on_reject: str = "reject", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.group = group
+        self.on_reject = on_reject
+
+    def run(self, context: Context) -> dict[str, Any]:
+        from include.checkpoint_core.migration.load import import_group
+        from include.checkpoint_core.migration.transcode import Rejected
+
+        manifest = self.manifest()
+        by_ref = {(b.table, b.number): b.rows for b in manifest.batches}
+        group = list(self.group or [])
+        progress = self.progress(sum(by_ref[(g["table"], g["number"])] for g in group), "rows", label="import")
+
+        def on_batch(result) -> None:
+            progress.advance(result.read)
+            if result.rejected:
+                for key, reason in result.rejects[:5]:
+                    self.log.warning("rejected %s %s: %s", result.table, key, reason)
+
+        try:
+            totals = import_group(self.target_dsn(), self.folder(), manifest, group,
+                                  fail_on_reject=self.on_reject == "fail", on_batch=on_batch)
+        except Rejected as exc:
+            raise AirflowFailException(f"{exc.reason} (on_reject=fail: nothing of this batch was written)") from exc
+        progress.finish()
+        if totals["skipped"]:
+            self.log.info("%s of %s batches were already imported by an earlier attempt and were skipped.",
+                          totals["skipped"], totals["batches"])
+        return totals
+
+
+class MigrationVerifyOperator(_MigrationOperator):
+    """Counts, content checksums and CheckpointTuple equality; a mismatch fails and names the rows."""
+
+    template_fields: Sequence[str] = (*MIGRATION_FIELDS, "verify_mode", "sample_threads")
+
+    def __init__(self, *, verify_mode: str = "sample", sample_threads: int = 10, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.verify_mode = verify_mode
+        self.sample_threads = sample_threads
+
+    def run(self, context: Context) -> dict[str, Any]:
+        from include.checkpoint_core.migration.export import local_snapshot
+        from include.checkpoint_core.migration.target import imported_batches
+        from include.checkpoint_core.migration.verify import verify
+        from include.checkpoint_core.postgres_store import connect_postgres
+
+        manifest = self.manifest()
+        dsn = self.target_dsn()
+        with connect_postgres(dsn) as pg:
+            done = imported_batches(pg, manifest.migration_id)
+        missing = [f"{b.table}#{b.number}" for b in manifest.batches if (b.table, b.number) not in done]
+        if missing:
+            raise AirflowFailException(f"{len(missing)} batches were never imported ({', '.join(missing[:10])}); clear the import tasks.")
+        rejected: dict[str, int] = {}
+        for (table, _), row in done.items():
+            rejected[table] = rejected.get(table, 0) + row["rows_rejected"]
+        with tempfile.TemporaryDirectory(prefix="cpo-verify-") as tmp:
+            progress = self.progress(None, "rows", label="verify")
+            result = verify(local_snapshot(self.folder(), Path(tmp)), dsn, mode=str(self.verify_mode),
+                            sample_threads=int(self.sample_threads), seed=str(self.migration_id), rejected=rejected,
+                            progress=progress.advance)
+            progress.finish()
+        for table, res in result["content"].items():
+            self.log.info("%-12s expected %8d found %8d missing %d different %d extra %d", table, res["expected"],
+                          res["found"], res["missing"], res["different"], res["extra"])
+        if not result["ok"]:
+            details = []
+            for table, res in result["content"].items():
+                for kind in ("missing", "different"):
+                    for key in res["examples"][kind][:5]:
+                        details.append(f"{table} {kind}: {key}")
+            details += [f"thread {m['thread_id']} {m['table']}: source {m['source']} target {m['target']}"
+                        for m in result["per_thread_mismatches"][:5]]
+            details += [f"{p['thread_id']}/{p['checkpoint_id']}: {p['problem']}" for p in result["semantic"]["problems"][:5]]
+            for line in details:
+                self.log.error("mismatch: %s", line)
+            raise AirflowFailException(f"verification failed ({result['mode']} mode): " + "; ".join(details[:5]))
+        self.log.info("Verified %s of %s threads (%s mode): every row matches.", result["threads_checked"],
+                      result["threads_total"], result["mode"])
+        return result
+
+
+class MigrationCatchUpOperator(_MigrationOperator):
+    """Copy what the app wrote to the source after the snapshot, until nothing new remains."""
+
+    template_fields: Sequence[str] = (*MIGRATION_FIELDS, "on_reject")
+
+    def __init__(self, *, on_reject: str = "reject", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.on_reject = on_reject
+
+    def run(self, context: Context) -> dict[str, Any]:
+        from include.checkpoint_core.migration.load import catch_up
+        from include.checkpoint_core.migration.transcode import Rejected
+
+        try:
+            return catch_up(self.source_path(), self.target_dsn(), self.manifest(), include_store=bool(self.include_store),
+                            fail_on_reject=self.on_reject == "fail", log=self.log.info)
+        except Rejected as exc:
+            raise AirflowFailException(exc.reason) from exc

@@ -1,0 +1,80 @@
+"""The migration DAG's report step: gather every step's summary, store it, fail if a step did."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+from airflow.sdk.exceptions import AirflowFailException
+
+from checkpoint_ops.hooks import CheckpointStoreHook
+from checkpoint_ops.operators.migration import migration_folder
+
+log = logging.getLogger(__name__)
+STEPS = ("preflight", "snapshot", "export", "import_batches", "verify", "catch_up")
+
+
+def _pull(ti, task_id: str) -> Any:
+    value = ti.xcom_pull(task_ids=task_id)
+    if task_id == "import_batches" and value is not None and not isinstance(value, dict):
+        value = [v for v in value if v is not None]
+    return value
+
+
+def build_and_store_report(ti, dag_run, params: dict) -> dict:
+    from include.checkpoint_core.migration.report import render, summarize
+    from include.checkpoint_core.migration.target import imported_batches, rejects_for
+    from include.checkpoint_core.postgres_store import connect_postgres
+
+    migration_id = dag_run.run_id
+    results = {step: _pull(ti, step) for step in STEPS}
+    dry_run = bool(params.get("dry_run"))
+    expected = ("preflight",) if dry_run else STEPS
+    unfinished = [s for s in expected if not results.get(s)]
+    report: dict[str, Any] = {"migration_id": migration_id, "dry_run": dry_run, "params": dict(params),
+                              "finished_steps": [s for s in STEPS if results.get(s)], "unfinished_steps": unfinished,
+                              "preflight": results["preflight"], "verify": results["verify"]}
+    folder = migration_folder(migration_id)
+    if not dry_run and results["preflight"]:
+        dsn = CheckpointStoreHook(str(params["target"])).get_target().location
+        with connect_postgres(dsn) as pg:
+            exists = pg.execute("SELECT to_regclass('checkpoint_ops_migration_batches') IS NOT NULL AS ok").fetchone()["ok"]
+            batches = imported_batches(pg, migration_id) if exists else {}
+            rejects = rejects_for(pg, migration_id) if exists else []
+        rows = summarize(batches, results["catch_up"])
+        seconds = sum((r or {}).get("duration_s", 0.0) for r in (results["import_batches"] or []))
+        table = render(rows, seconds)
+        log.info("Migration %s\n%s", migration_id, table)
+        report.update({"tables": rows, "table_text": table, "import_task_seconds": round(seconds, 2),
+                       "rejected_rows": len(rejects) + len((results["catch_up"] or {}).get("rejected", []))})
+        folder.mkdir(parents=True, exist_ok=True)
+        with (folder / "rejected.jsonl").open("w") as fh:
+            for r in rejects:
+                fh.write(json.dumps({"table": r["table_name"], "batch": r["batch_no"], "key": json.loads(r["row_key"]),
+                                     "reason": r["reason"]}) + "\n")
+            for r in (results["catch_up"] or {}).get("rejected", []):
+                fh.write(json.dumps({"table": r["table"], "batch": "catch-up", "key": json.loads(r["key"]),
+                                     "reason": r["reason"]}) + "\n")
+        report["rejected_file"] = str(folder / "rejected.jsonl")
+    verify = results["verify"] or {}
+    if verify:
+        log.info("Verification: %s (%s mode, %s/%s threads checked)", "passed" if verify.get("ok") else "FAILED",
+                 verify.get("mode"), verify.get("threads_checked"), verify.get("threads_total"))
+    folder.mkdir(parents=True, exist_ok=True)
+    report["generated_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    (folder / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True, default=str))
+    report["report_file"] = str(folder / "report.json")
+    if unfinished:
+        raise AirflowFailException(
+            f"migration {migration_id} did not finish: {', '.join(unfinished)} failed or did not run. "
+            f"Fix the cause named in that task's log, then clear it: finished steps are not redone. "
+            f"Report: {report['report_file']}"
+        )
+    summary = {k: report[k] for k in ("migration_id", "dry_run", "report_file") if k in report}
+    summary.update({k: report.get(k) for k in ("tables", "rejected_rows", "rejected_file")})
+    summary["verified"] = bool(verify.get("ok")) if verify else None
+    if dry_run:
+        summary["plan"] = results["preflight"]
+    return summary
