@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
+from contextlib import closing
 import uuid
 from pathlib import Path
 
@@ -116,3 +118,41 @@ def postgres_conn_env(dsn: str) -> str:
             "schema": parts["dbname"],
         }
     )
+
+
+# A generated migration source, shared by the migration and DAG tests (copied per test).
+SOURCE_SPEC = dict(threads=24, turns=3, interrupted=0.25, crashed=0.125, min_age_days=1, max_age_days=30, seed=11)
+
+
+def make_source(path: Path, **overrides):
+    """A SqliteSaver + SqliteStore file written by the sample agent (threads left open included)."""
+    from langgraph.checkpoint.sqlite import SqliteSaver
+    from langgraph.store.sqlite import SqliteStore
+
+    from include.checkpoint_core.sqlite_store import connect_sqlite, setup_sqlite
+    from include.sample_agent.workload import WorkloadSpec, generate
+
+    spec = WorkloadSpec(**{**SOURCE_SPEC, **overrides})
+    setup_sqlite(path)
+    with closing(connect_sqlite(path)) as conn, closing(connect_sqlite(path, autocommit=True)) as store_conn:
+        store = SqliteStore(store_conn)
+        store.setup()
+        result = generate(SqliteSaver(conn), spec, store)
+        conn.commit()
+    return result
+
+
+@pytest.fixture(scope="session")
+def generated_source(tmp_path_factory):
+    path = tmp_path_factory.mktemp("source") / "checkpoints.sqlite"
+    result = make_source(path)
+    return path, result
+
+
+@pytest.fixture
+def source(generated_source, tmp_path):
+    """A private copy of the generated source, and what the generator left open in it."""
+    original, result = generated_source
+    path = tmp_path / "source.sqlite"
+    shutil.copyfile(original, path)
+    return path, result

@@ -18,8 +18,9 @@ STEPS = ("preflight", "snapshot", "export", "import_batches", "verify", "catch_u
 
 def _pull(ti, task_id: str) -> Any:
     value = ti.xcom_pull(task_ids=task_id)
-    if task_id == "import_batches" and value is not None and not isinstance(value, dict):
-        value = [v for v in value if v is not None]
+    if task_id == "import_batches" and value is not None:
+        # A mapped task's XComs come back as a sequence, or as the one value when it mapped once.
+        value = [value] if isinstance(value, dict) else [v for v in value if v is not None]
     return value
 
 

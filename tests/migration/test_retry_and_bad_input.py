@@ -1,0 +1,226 @@
+"""Interrupted imports converge; bad input gets a clear error and leaves every store as it was."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import sqlite3
+import threading
+import time
+from contextlib import closing
+
+import psycopg
+import pytest
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from include.checkpoint_core import errors
+from include.checkpoint_core.migration import export, load, preflight
+from include.checkpoint_core.migration.transcode import Rejected
+from include.checkpoint_core.postgres_store import setup_postgres
+from tests.conftest import PG_ADMIN_DSN
+from tests.migration.helpers import migrate, sha256, target_fingerprint, verify_full
+
+
+class Boom(RuntimeError):
+    pass
+
+
+def test_failure_after_k_batches_then_retry_equals_a_clean_run(source, pg_dsn, pg_admin, tmp_path):
+    path, _ = source
+    # The reference: one clean run into its own database.
+    clean_db = f"{conninfo_to_dict(pg_dsn)['dbname']}_clean"
+    pg_admin.execute(f'CREATE DATABASE "{clean_db}"')
+    clean_dsn = make_conninfo(pg_dsn, dbname=clean_db)
+    try:
+        migrate(path, clean_dsn, tmp_path / "clean")
+        expected = target_fingerprint(clean_dsn)
+    finally:
+        pg_admin.execute(f'DROP DATABASE IF EXISTS "{clean_db}" WITH (FORCE)')
+
+    folder = tmp_path / "run"
+    done = []
+
+    def crash_after_three(result):
+        done.append(result)
+        if len(done) == 3:
+            raise Boom("worker died")
+
+    with pytest.raises(Boom):
+        migrate(path, pg_dsn, folder, on_batch=crash_after_three)
+    with closing(psycopg.connect(pg_dsn)) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM checkpoint_ops_migration_batches").fetchone()[0] == 3
+
+    # Second failure mode: the connection is dropped under the import, in the middle of a group.
+    seen = []
+
+    def drop_connection(result):
+        seen.append(result)
+        if len(seen) == 1:
+            pg_admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+                (conninfo_to_dict(pg_dsn)["dbname"],),
+            )
+
+    with pytest.raises(psycopg.OperationalError):
+        migrate(path, pg_dsn, folder, on_batch=drop_connection)
+
+    final = migrate(path, pg_dsn, folder)  # the retry
+    assert sum(t["skipped"] for t in final["totals"]) >= 4, "committed batches are not imported again"
+    assert target_fingerprint(pg_dsn) == expected
+    assert verify_full(folder, pg_dsn)["ok"]
+
+    # And the whole thing once more, on a fully migrated target: nothing changes.
+    again = migrate(path, pg_dsn, tmp_path / "rerun", migration_id="m2")
+    assert sum(t["imported"] for t in again["totals"]) == 0
+    assert target_fingerprint(pg_dsn) == expected
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize(
+    "damage, error, words",
+    [
+        (lambda p: p.unlink(), errors.StoreNotFound, "not found"),
+        (lambda p: p.write_text("id,name\n1,x\n" * 200), errors.NotSqliteFile, "not an SQLite database"),
+        (lambda p: p.write_bytes(p.read_bytes()[: p.stat().st_size // 2]), errors.CorruptStore, "damaged|integrity"),
+        (lambda p: _replace_with_app_db(p), errors.NotACheckpointStore, "without LangGraph checkpoint tables"),
+    ],
+    ids=["missing", "not-sqlite", "truncated", "no-checkpoint-tables"],
+)
+def test_bad_sources_are_refused_untouched(source, pg_dsn, damage, error, words):
+    path, _ = source
+    damage(path)
+    before = sha256(path) if path.exists() else None
+    with pytest.raises(error, match=words) as info:
+        preflight.preflight(str(path), pg_dsn)
+    assert info.value.hint in str(info.value)
+    assert (sha256(path) if path.exists() else None) == before
+    with closing(psycopg.connect(pg_dsn)) as conn:
+        assert conn.execute("SELECT to_regclass('checkpoints')").fetchone()[0] is None, "nothing written to the target"
+
+
+def _replace_with_app_db(path):
+    path.unlink()
+    with closing(sqlite3.connect(path)) as conn:
+        conn.execute("CREATE TABLE orders (id INTEGER PRIMARY KEY)")
+        conn.commit()
+
+
+def test_unreachable_target(source):
+    path, _ = source
+    before = sha256(path)
+    with pytest.raises(errors.StoreUnreachable, match="cannot reach PostgreSQL"):
+        preflight.preflight(str(path), make_conninfo(PG_ADMIN_DSN, port=str(_free_port())))
+    assert sha256(path) == before
+
+
+def test_conflicting_target_stops_and_names_rows(source, pg_dsn, tmp_path):
+    path, _ = source
+    migrate(path, pg_dsn, tmp_path / "run")
+    with closing(psycopg.connect(pg_dsn, autocommit=True)) as conn:
+        conn.execute(
+            "UPDATE checkpoints SET metadata = metadata || '{\"tampered\": true}' "
+            "WHERE (thread_id, checkpoint_ns, checkpoint_id) = (SELECT thread_id, checkpoint_ns, checkpoint_id "
+            "FROM checkpoints WHERE thread_id = 'thread-000003' ORDER BY checkpoint_id LIMIT 1)"
+        )
+    before = target_fingerprint(pg_dsn)
+    with pytest.raises(preflight.TargetConflict, match="thread-000003") as info:
+        preflight.preflight(str(path), pg_dsn)
+    assert "checkpoints" in str(info.value)
+    assert target_fingerprint(pg_dsn) == before
+
+
+def _poison(path):
+    """Rows PostgreSQL cannot hold: NUL in metadata, NaN in metadata, NUL in a write's channel."""
+    with closing(sqlite3.connect(path)) as conn:
+        ids = conn.execute("SELECT thread_id, checkpoint_ns, checkpoint_id FROM checkpoints ORDER BY rowid LIMIT 2").fetchall()
+        conn.execute("UPDATE checkpoints SET metadata = ? WHERE thread_id = ? AND checkpoint_ns = ? AND checkpoint_id = ?",
+                     ('{"source": "loop", "note": "a\\u0000b"}', *ids[0]))
+        conn.execute("UPDATE checkpoints SET metadata = ? WHERE thread_id = ? AND checkpoint_ns = ? AND checkpoint_id = ?",
+                     ('{"source": "loop", "score": NaN}', *ids[1]))
+        w = conn.execute("SELECT rowid FROM writes ORDER BY rowid LIMIT 1").fetchone()[0]
+        conn.execute("UPDATE writes SET channel = ? WHERE rowid = ?", ("bad\x00channel", w))
+        conn.commit()
+    return ids
+
+
+def test_rows_postgres_cannot_hold_are_rejected_and_reported(source, pg_dsn, tmp_path):
+    path, _ = source
+    ids = _poison(path)
+    before = sha256(path)
+    plan = preflight.preflight(str(path), pg_dsn)
+    assert plan["rejected"]["count"] == 3
+    reasons = " ".join(r["reason"] for r in plan["rejected"]["examples"])
+    assert "NUL" in reasons and "NaN" in reasons
+    run = migrate(path, pg_dsn, tmp_path / "run")
+    assert sum(t["rejected"] for t in run["totals"]) == 3
+    with closing(psycopg.connect(pg_dsn)) as conn:
+        rejects = conn.execute("SELECT table_name, row_key, reason FROM checkpoint_ops_migration_rejects").fetchall()
+    assert {r[0] for r in rejects} == {"checkpoints", "writes"} and len(rejects) == 3
+    assert any(ids[0][2] in r[1] for r in rejects)
+    report = verify_full(tmp_path / "run", pg_dsn, rejected={"checkpoints": 2, "writes": 1})
+    assert report["ok"], report
+    assert sha256(path) == before
+
+
+def test_on_reject_fail_stops_before_writing(source, pg_dsn, tmp_path):
+    path, _ = source
+    _poison(path)
+    with pytest.raises(preflight.RowsRejected, match="3 source rows"):
+        preflight.preflight(str(path), pg_dsn, on_reject="fail")
+    with pytest.raises(Rejected):
+        migrate(path, pg_dsn, tmp_path / "run", fail_on_reject=True)
+
+
+def test_writer_during_migration_is_caught_up(source, pg_dsn, tmp_path):
+    """The app keeps adding checkpoints while the migration runs; catch-up brings them all over."""
+    from langgraph.checkpoint.sqlite import SqliteSaver
+
+    from include.checkpoint_core.sqlite_store import connect_sqlite
+    from include.sample_agent.graph import build_agent_graph, start_turn, thread_config
+
+    path, _ = source
+    stop = threading.Event()
+    written = []
+
+    def app():
+        with closing(connect_sqlite(path)) as conn:
+            graph = build_agent_graph(SqliteSaver(conn), interrupt_before=[])
+            i = 0
+            while not stop.is_set() and i < 200:
+                tid = f"live-{i:04d}"
+                start_turn(graph, thread_config(tid, "u-live", "support"), "u-live", f"Where is my order #{i}?")
+                conn.commit()
+                written.append(tid)
+                i += 1
+
+    writer = threading.Thread(target=app)
+    writer.start()
+    try:
+        while len(written) < 3:
+            time.sleep(0.01)
+        folder = tmp_path / "run"
+        run = migrate(path, pg_dsn, folder)
+        assert verify_full(folder, pg_dsn)["ok"], "the snapshot itself is consistent"
+        while len(written) < 10:
+            time.sleep(0.01)
+    finally:
+        stop.set()
+        writer.join()
+    result = load.catch_up(str(path), pg_dsn, run["manifest"], include_store=True, fail_on_reject=False, log=lambda _: None)
+    assert result["converged"] and result["tables"]["checkpoints"]["imported"] > 0
+    with closing(sqlite3.connect(path)) as conn:
+        source_ids = set(conn.execute("SELECT thread_id, checkpoint_ns, checkpoint_id FROM checkpoints"))
+        source_writes = conn.execute("SELECT COUNT(*) FROM writes").fetchone()[0]
+    with closing(psycopg.connect(pg_dsn)) as conn:
+        target_ids = set(conn.execute("SELECT thread_id, checkpoint_ns, checkpoint_id FROM checkpoints"))
+        target_writes = conn.execute("SELECT COUNT(*) FROM checkpoint_writes").fetchone()[0]
+    assert source_ids == target_ids and source_writes == target_writes
+    assert {f"live-{i:04d}" for i in range(len(written))} <= {t for t, _, _ in target_ids}
+    # A second catch-up finds nothing new.
+    again = load.catch_up(str(path), pg_dsn, run["manifest"], include_store=True, fail_on_reject=False, log=lambda _: None)
+    assert sum(t["read"] for t in again["tables"].values()) == 0
