@@ -86,7 +86,8 @@ with DAG(
         stores = list(results)
         for r in stores:
             print(
-                f"{r['conn_id']:<24} {r['store']:<8} changes: {', '.join(r['changes']) or 'none'}; rows: {r['rows']}"
+                f"{r['conn_id']:<24} {r['store']:<8} changes: {', '.join(r['changes']) or 'none'}; "
+                f"rows: {r.get('rows') or r.get('rows_estimate')}"
             )
         summary = {"stores": stores, "changed": sum(1 for r in stores if r["changes"])}
         summary["artifact"] = write_report(dag_run.dag_id, dag_run.run_id, "setup", summary)

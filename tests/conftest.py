@@ -6,6 +6,7 @@ project's dags/ and plugins/, no examples, and a metadata DB of its own.
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import shutil
@@ -18,6 +19,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 _AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="checkpoint-ops-airflow-"))
+atexit.register(shutil.rmtree, _AIRFLOW_HOME, ignore_errors=True)
 os.environ.update(
     {
         "AIRFLOW_HOME": str(_AIRFLOW_HOME),
@@ -31,6 +33,7 @@ os.environ.update(
 for key in [k for k in os.environ if k.startswith("AIRFLOW_CONN_CHECKPOINT")]:
     del os.environ[key]  # tests define the store connections they use
 
+SENTINEL_PASSWORD = "cpo-sentinel-Pa55word"
 PG_ADMIN_DSN = os.environ.get("CHECKPOINT_OPS_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
@@ -115,6 +118,8 @@ def postgres_conn_env(dsn: str) -> str:
             "host": parts.get("host", "127.0.0.1"),
             "port": int(parts.get("port", 5432)),
             "login": parts.get("user", "postgres"),
+            # The test server trusts local connections and ignores it; tests assert it never leaks.
+            "password": SENTINEL_PASSWORD,
             "schema": parts["dbname"],
         }
     )

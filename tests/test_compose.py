@@ -69,10 +69,25 @@ def test_connection_ids_match_the_dags(compose):
     assert set(hooks.KNOWN_STORE_CONN_IDS) <= set(conns)
 
 
-def test_checkpoint_database_is_created(compose):
-    init = (ROOT / "docker/postgres/init.sql").read_text()
-    pg = json.loads(_interpolate_defaults(compose["services"]["airflow-worker"]["environment"]["AIRFLOW_CONN_CHECKPOINTS_POSTGRES"]))
-    assert f"CREATE DATABASE {pg['schema']}" in init and f"CREATE ROLE {pg['login']}" in init
+def test_checkpoint_database_is_created_with_the_connections_password(compose):
+    init = (ROOT / "docker/postgres/init-checkpoints.sh").read_text()
+    raw = compose["services"]["airflow-worker"]["environment"]["AIRFLOW_CONN_CHECKPOINTS_POSTGRES"]
+    pg = json.loads(_interpolate_defaults(raw))
+    assert f"CREATE DATABASE {pg['schema']}" in init and f"CREATE ROLE {pg['login']} LOGIN PASSWORD :'pw'" in init
+    # Both sides read the one variable, with the same default.
+    assert "${CHECKPOINTS_DB_PASSWORD:-checkpoints}" in raw
+    assert compose["services"]["postgres"]["environment"]["CHECKPOINTS_DB_PASSWORD"] == "${CHECKPOINTS_DB_PASSWORD:-checkpoints}"
+    assert "CHECKPOINTS_DB_PASSWORD" in init
+
+
+def test_admin_login_is_stable(compose):
+    env = compose["services"]["airflow-apiserver"]["environment"]
+    path = env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"]
+    init = " ".join(compose["services"]["airflow-init"]["command"])
+    assert path in init and "AIRFLOW_ADMIN_PASSWORD" in init
+    assert compose["services"]["airflow-init"]["environment"]["AIRFLOW_ADMIN_PASSWORD"] == "${AIRFLOW_ADMIN_PASSWORD:-admin}"
+    mounts = {v.split(":")[1] for v in compose["services"]["airflow-apiserver"]["volumes"]}
+    assert path.rsplit("/", 1)[0] in mounts
 
 
 def test_dockerfile_installs_the_pinned_requirements():

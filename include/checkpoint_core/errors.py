@@ -47,6 +47,25 @@ class UnsupportedSchema(CheckpointStoreError):
     hint = "Open the file once with a LangGraph release that still reads it, then run this job again."
 
 
+class StoreBusy(CheckpointStoreError):
+    retryable = True
+    hint = "Another process holds the lock; the task retries. Raise busy_timeout_ms if it keeps happening."
+
+
+class StoreNotWritable(CheckpointStoreError):
+    hint = (
+        "Give the Airflow worker's user write access to the file and its directory (SQLite's WAL "
+        "needs to create -wal/-shm files beside it), then run this job again."
+    )
+
+
+class StoreNeedsRecovery(CheckpointStoreError):
+    hint = (
+        "A writer crashed and left a hot rollback journal that SQLite must roll back with write access. "
+        "Let the app open the file once (or run checkpoint_setup, which opens it read-write), then run this job again."
+    )
+
+
 class StoreUnreachable(CheckpointStoreError):
     retryable = True
     hint = "Check that the server is running and that the connection's host and port are right."
@@ -56,9 +75,13 @@ class AuthenticationFailed(CheckpointStoreError):
     hint = "Check the connection's login and password (or the server's pg_hba.conf)."
 
 
+class ConnectionSettingsWrong(CheckpointStoreError):
+    hint = "Check the connection's options (sslmode and other extras) against the server's settings."
+
+
 class DatabaseMissing(CheckpointStoreError):
     hint = "Create the database (CREATE DATABASE ...) or fix the schema/database name in the connection."
 
 
 class SetupFailed(CheckpointStoreError):
-    hint = "Nothing else was changed; fix the cause and run checkpoint_setup again."
+    hint = "Fix the cause named above and run the job again: what it already applied stays applied and is not redone."

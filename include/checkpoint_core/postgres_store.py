@@ -18,8 +18,10 @@ from psycopg_pool import ConnectionPool
 
 from include.checkpoint_core.errors import (
     AuthenticationFailed,
+    ConnectionSettingsWrong,
     DatabaseMissing,
     SetupFailed,
+    StoreBusy,
     StoreUnreachable,
 )
 
@@ -47,11 +49,17 @@ def _classify(exc: psycopg.OperationalError, dsn: str) -> Exception:
     text = " ".join(str(exc).split()) or type(exc).__name__
     msg = text.rstrip(".")
     sqlstate = getattr(exc, "sqlstate", None)
-    auth_markers = ("password authentication failed", "no pg_hba.conf entry", "role \"", "password is required")
-    if sqlstate in ("28P01", "28000") or any(m in text for m in auth_markers):
-        return AuthenticationFailed(f"PostgreSQL at {where} refused the credentials: {msg}.")
+    # libpq reports connection failures without a SQLSTATE, so these read the (English) server
+    # message; anything unrecognised is treated as "unreachable", which is retried.
+    auth_markers = ("password authentication failed", "no pg_hba.conf entry", "role \"", "password is required",
+                    "permission denied for database", "authentication failed")
+    settings_markers = ("SSL", "sslmode", "invalid connection option", "invalid sslmode", "certificate")
+    if sqlstate in ("28P01", "28000", "42501") or any(m in text for m in auth_markers):
+        return AuthenticationFailed(f"PostgreSQL at {where} refused access: {msg}.")
     if sqlstate == "3D000" or ("database" in text and "does not exist" in text):
         return DatabaseMissing(f"PostgreSQL at {where}: {msg}.")
+    if any(m in text for m in settings_markers):
+        return ConnectionSettingsWrong(f"PostgreSQL at {where}: {msg}.")
     return StoreUnreachable(f"cannot reach PostgreSQL at {where}: {msg}.")
 
 
@@ -59,7 +67,12 @@ def connect_postgres(dsn: str, *, timeout_s: int = CONNECT_TIMEOUT_S, **kwargs) 
     """One connection with PostgresSaver's settings, or an error that says what to fix."""
     options = {**SAVER_KWARGS, **kwargs}
     try:
-        return psycopg.connect(make_conninfo(dsn, connect_timeout=timeout_s), **options)
+        conninfo = make_conninfo(dsn, connect_timeout=timeout_s)
+    except psycopg.ProgrammingError:
+        # psycopg's message may quote the offending part of the string, password included.
+        raise ConnectionSettingsWrong("the PostgreSQL connection string cannot be parsed.") from None
+    try:
+        return psycopg.connect(conninfo, **options)
     except psycopg.OperationalError as exc:
         raise _classify(exc, dsn) from None
 
@@ -108,6 +121,43 @@ def schema_versions(conn: psycopg.Connection) -> dict[str, int | None]:
     }
 
 
+SAVER_TABLES = ("checkpoints", "checkpoint_blobs", "checkpoint_writes", "store")
+
+
+def estimate_rows(conn: psycopg.Connection) -> dict[str, int]:
+    """Row estimates from the planner's statistics: free, unlike COUNT(*) on a big table."""
+    rows = conn.execute(
+        "SELECT c.relname, GREATEST(c.reltuples, 0)::bigint AS n FROM pg_class c "
+        "WHERE c.relname = ANY(%s) AND c.relkind = 'r' AND c.relnamespace = current_schema()::regnamespace",
+        (list(SAVER_TABLES),),
+    ).fetchall()
+    return {r["relname"]: r["n"] for r in rows}
+
+
+INVALID_INDEXES_SQL = """
+    SELECT ic.relname AS index_name FROM pg_index i
+    JOIN pg_class ic ON ic.oid = i.indexrelid
+    JOIN pg_class t ON t.oid = i.indrelid
+    WHERE NOT i.indisvalid AND t.relname = ANY(%s) AND t.relnamespace = current_schema()::regnamespace
+"""
+
+
+def repair_invalid_indexes(conn: psycopg.Connection) -> list[str]:
+    """Rebuild indexes an interrupted CREATE INDEX CONCURRENTLY left invalid.
+
+    LangGraph's migrations use ``CREATE INDEX CONCURRENTLY IF NOT EXISTS``, which skips an
+    invalid index left by a killed run, so without this the store would look current while
+    its thread lookups scan whole tables.
+    """
+    from psycopg import sql
+
+    rebuilt = []
+    for row in conn.execute(INVALID_INDEXES_SQL, (list(SAVER_TABLES),)).fetchall():
+        conn.execute(sql.SQL("REINDEX INDEX CONCURRENTLY {}").format(sql.Identifier(row["index_name"])))
+        rebuilt.append(row["index_name"])
+    return rebuilt
+
+
 def count_rows(conn: psycopg.Connection) -> dict[str, int]:
     present = {
         r["table_name"]
@@ -139,7 +189,7 @@ def _take_setup_lock(conn: psycopg.Connection, dsn: str, timeout_s: float = SETU
         time.sleep(0.2)
 
 
-def setup_postgres(dsn: str, *, include_store: bool = True) -> dict:
+def setup_postgres(dsn: str, *, include_store: bool = True, lock_timeout_s: float = 30) -> dict:
     """Run PostgresSaver.setup() (and PostgresStore.setup()) under an advisory lock.
 
     LangGraph's migrations are numbered and recorded in ``checkpoint_migrations`` /
@@ -149,22 +199,34 @@ def setup_postgres(dsn: str, *, include_store: bool = True) -> dict:
     from langgraph.checkpoint.postgres import PostgresSaver
     from langgraph.store.postgres import PostgresStore
 
+    where = describe_dsn(dsn)
     with postgres_connection(dsn) as conn:
         _take_setup_lock(conn, dsn)
         try:
+            # Never queue for long behind the app's transactions: while an ALTER waits for its
+            # lock, every app query on that table waits behind it.
+            conn.execute(f"SET lock_timeout = '{int(lock_timeout_s * 1000)}ms'")
             before = schema_versions(conn)
-            try:
-                PostgresSaver(conn).setup()
-                if include_store:
-                    PostgresStore(conn).setup()
-            except psycopg.Error as exc:
-                raise SetupFailed(f"schema setup failed on {describe_dsn(dsn)}: {exc}".rstrip(".") + ".") from exc
+            PostgresSaver(conn).setup()
+            if include_store:
+                PostgresStore(conn).setup()
+            rebuilt = repair_invalid_indexes(conn)
             after = schema_versions(conn)
-            rows = count_rows(conn)
+            rows = estimate_rows(conn)
             server = conn.execute("SHOW server_version").fetchone()["server_version"]
+        except psycopg.errors.LockNotAvailable as exc:
+            raise StoreBusy(f"schema setup on {where} waited {lock_timeout_s}s for a table lock held by the app.") from exc
+        except psycopg.OperationalError as exc:
+            raise StoreUnreachable(f"lost the connection to PostgreSQL at {where} during setup: {' '.join(str(exc).split())}.") from exc
+        except psycopg.Error as exc:
+            raise SetupFailed(f"schema setup failed on {where}: {' '.join(str(exc).split())}".rstrip(".") + ".") from exc
         finally:
-            conn.execute("SELECT pg_advisory_unlock(%s)", (SETUP_LOCK_KEY,))
-    changes = []
+            if not conn.closed:  # a dead session has released its advisory lock already
+                try:
+                    conn.execute("SELECT pg_advisory_unlock(%s)", (SETUP_LOCK_KEY,))
+                except psycopg.Error:
+                    pass
+    changes = [f"rebuilt invalid index {name}" for name in rebuilt]
     for name, old in before.items():
         new = after[name]
         if new != old:
@@ -174,6 +236,6 @@ def setup_postgres(dsn: str, *, include_store: bool = True) -> dict:
         "database": describe_dsn(dsn),
         "server_version": server,
         "schema_versions": after,
-        "rows": rows,
+        "rows_estimate": rows,
         "changes": changes,
     }

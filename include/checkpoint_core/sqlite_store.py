@@ -8,6 +8,7 @@ writing to it; ``setup_sqlite`` creates or upgrades the schema the way SqliteSav
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from contextlib import closing, contextmanager
 from dataclasses import asdict, dataclass
@@ -15,11 +16,15 @@ from pathlib import Path
 from typing import Iterator
 
 from include.checkpoint_core.errors import (
+    CheckpointStoreError,
     CorruptStore,
     NotACheckpointStore,
     NotSqliteFile,
     SetupFailed,
+    StoreBusy,
+    StoreNeedsRecovery,
     StoreNotFound,
+    StoreNotWritable,
     UnsupportedSchema,
 )
 
@@ -66,6 +71,26 @@ class SqliteSchema:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+def classify_sqlite_error(exc: sqlite3.Error, path: Path, doing: str) -> CheckpointStoreError:
+    """Turn sqlite3's error into one that says what happened to this file and what to do."""
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    text = str(exc)
+    where = f"{doing} {path}"
+    if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "database is locked" in text:
+        return StoreBusy(f"{where}: the database is locked by another process.")
+    if name == "SQLITE_READONLY_ROLLBACK" or (name == "" and "hot journal" in text):
+        return StoreNeedsRecovery(f"{where}: {text}.")
+    journal = path.with_name(path.name + "-journal")
+    if name.startswith("SQLITE_READONLY") or "readonly database" in text or "unable to open database file" in text:
+        if journal.exists() and journal.stat().st_size > 0 and name in ("", "SQLITE_READONLY"):
+            return StoreNeedsRecovery(f"{where}: a rollback journal ({journal.name}) is waiting to be replayed.")
+        return StoreNotWritable(f"{where}: {text}.")
+    if name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")) or "malformed" in text or "not a database" in text \
+            or "disk image" in text:
+        return CorruptStore(f"{path} is an unreadable or damaged SQLite file: {text}.")
+    return SetupFailed(f"{where}: {text}.")
 
 
 def _check_file(path: Path) -> None:
@@ -120,11 +145,8 @@ def read_schema(conn: sqlite3.Connection, path: Path) -> SqliteSchema:
         journal_mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
         page_size = conn.execute("PRAGMA page_size").fetchone()[0]
         page_count = conn.execute("PRAGMA page_count").fetchone()[0]
-    except sqlite3.DatabaseError as exc:
-        msg = str(exc)
-        if "not a database" in msg or "malformed" in msg or "disk image" in msg:
-            raise CorruptStore(f"{path} is an unreadable or damaged SQLite file: {msg}.") from exc
-        raise
+    except sqlite3.Error as exc:
+        raise classify_sqlite_error(exc, path, "reading") from exc
     if "checkpoints" not in tables:
         shown = ", ".join(tables[:10]) or "none"
         raise NotACheckpointStore(
@@ -183,7 +205,10 @@ def inspect_sqlite(path: str | Path, *, check_integrity: bool = False) -> Sqlite
 def check_sqlite_integrity(conn: sqlite3.Connection, path: Path) -> None:
     try:
         problems = [r[0] for r in conn.execute("PRAGMA quick_check(20)")]
-    except sqlite3.DatabaseError as exc:
+    except sqlite3.Error as exc:
+        error = classify_sqlite_error(exc, path, "checking")
+        if isinstance(error, (StoreBusy, StoreNeedsRecovery, StoreNotWritable)):
+            raise error from exc
         raise CorruptStore(f"{path} failed its integrity check: {exc}.") from exc
     if problems != ["ok"]:
         raise CorruptStore(f"{path} failed its integrity check: {'; '.join(problems)}.")
@@ -214,11 +239,21 @@ def connect_sqlite(
     return conn
 
 
+def _replay_hot_journal(path: Path, busy_timeout_ms: int) -> None:
+    """Open the file read-write once: SQLite rolls a crashed writer's journal back on first read."""
+    try:
+        with closing(connect_sqlite(path, busy_timeout_ms)) as conn:
+            conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+    except sqlite3.Error as exc:
+        raise classify_sqlite_error(exc, path, "recovering") from exc
+
+
 def setup_sqlite(path: str | Path, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS) -> dict:
     """Create or upgrade a SqliteSaver schema and switch the file to WAL.
 
     Idempotent: on a file that is already current, nothing is written and the report's
-    ``changes`` list is empty. A file that holds other tables but no checkpoint tables is
+    ``changes`` list is empty. A hot journal left by a crashed writer is replayed first (what
+    the app's next open would do anyway). A file that holds other tables but no checkpoint tables is
     refused: it is far more likely a wrong path than a wish to add tables to an app's DB.
     """
     from langgraph.checkpoint.sqlite import SqliteSaver
@@ -228,9 +263,15 @@ def setup_sqlite(path: str | Path, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_M
         raise StoreNotFound(f"the directory for the SQLite checkpoint file does not exist: {p.parent}.")
     before: SqliteSchema | None = None
     existed = p.exists() and p.stat().st_size > 0
+    changes: list[str] = []
     if existed:
         try:
-            before = inspect_sqlite(p)
+            try:
+                before = inspect_sqlite(p)
+            except StoreNeedsRecovery:
+                _replay_hot_journal(p, busy_timeout_ms)
+                changes.append("rolled back a crashed writer's unfinished transaction (hot journal)")
+                before = inspect_sqlite(p)
         except NotACheckpointStore:
             with open_sqlite_readonly(p) as conn:
                 tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
@@ -240,16 +281,18 @@ def setup_sqlite(path: str | Path, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_M
             raise UnsupportedSchema(
                 f"{p} uses the {SCHEMA_NAMES[SCHEMA_LEGACY]}, which SqliteSaver can no longer read or upgrade."
             )
-    changes: list[str] = []
+    unwritable = [str(x) for x in ((p, p.parent) if p.exists() else (p.parent,)) if not os.access(x, os.W_OK)]
+    if unwritable:
+        raise StoreNotWritable(f"setting up {p}: no write access to {', '.join(unwritable)}.")
     if not existed:
         changes.append("created the database file")
-    with closing(connect_sqlite(p, busy_timeout_ms)) as conn:
-        try:
+    try:
+        with closing(connect_sqlite(p, busy_timeout_ms)) as conn:
             SqliteSaver(conn).setup()
             conn.commit()
             journal_mode = conn.execute("PRAGMA journal_mode").fetchone()[0].lower()
-        except sqlite3.DatabaseError as exc:
-            raise SetupFailed(f"SqliteSaver.setup() failed on {p}: {exc}.") from exc
+    except sqlite3.Error as exc:
+        raise classify_sqlite_error(exc, p, "setting up") from exc
     if journal_mode != "wal":
         raise SetupFailed(
             f"{p} stayed in journal_mode={journal_mode} after setup; WAL needs a local filesystem "
@@ -257,6 +300,9 @@ def setup_sqlite(path: str | Path, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_M
             hint="Move the file to a local disk and run checkpoint_setup again.",
         )
     after = inspect_sqlite(p)
+    if after.version != SCHEMA_CURRENT:
+        # SqliteSaver.setup() swallows a read-only failure of its task_path upgrade.
+        raise StoreNotWritable(f"setting up {p}: the schema stayed at version {after.version} ({after.version_name}).")
     if before is None or before.version != after.version:
         if before is not None:
             changes.append(f"upgraded schema {before.version} -> {after.version} ({after.version_name})")

@@ -41,7 +41,7 @@ def setup_store(target: StoreTarget, **options) -> dict:
         from include.checkpoint_core.sqlite_store import setup_sqlite
 
         busy = options.get("busy_timeout_ms")
-        report = setup_sqlite(target.location, **({"busy_timeout_ms": busy} if busy else {}))
+        report = setup_sqlite(target.location, **({"busy_timeout_ms": busy} if busy is not None else {}))
     else:
         from include.checkpoint_core.postgres_store import setup_postgres
 

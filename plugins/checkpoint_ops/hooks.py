@@ -55,7 +55,8 @@ class CheckpointStoreHook(BaseHook):
         )
 
     def _sqlite_path(self, conn) -> str:
-        raw = (conn.host or "").strip()
+        # SqliteHook reads the path from host; a URI such as sqlite:////data/x.sqlite lands in schema.
+        raw = (conn.host or conn.schema or "").strip()
         if not raw:
             raise ConnectionNotUsable(
                 f"connection {self.checkpoint_conn_id!r} has no file path: put the SQLite file's path in its host."
@@ -63,6 +64,7 @@ class CheckpointStoreHook(BaseHook):
         return str(Path(raw).expanduser().resolve())
 
     def _postgres_dsn(self) -> str:
+        import psycopg
         from airflow.providers.postgres.hooks.postgres import PostgresHook
         from psycopg.conninfo import make_conninfo
 
@@ -81,7 +83,13 @@ class CheckpointStoreHook(BaseHook):
         for key, value in conn.extra_dejson.items():
             if key not in hook.ignored_extra_options:
                 args[key] = value
-        return make_conninfo(**{k: str(v) for k, v in args.items() if v not in (None, "")})
+        try:
+            return make_conninfo(**{k: str(v) for k, v in args.items() if v not in (None, "")})
+        except psycopg.ProgrammingError:
+            extras = sorted(k for k in conn.extra_dejson if k not in hook.ignored_extra_options)
+            raise ConnectionNotUsable(
+                f"connection {self.checkpoint_conn_id!r} has options libpq does not accept (extras: {extras})."
+            ) from None
 
 
 KNOWN_STORE_CONN_IDS = (SQLITE_CONN_ID, POSTGRES_CONN_ID)
@@ -90,8 +98,9 @@ KNOWN_STORE_CONN_IDS = (SQLITE_CONN_ID, POSTGRES_CONN_ID)
 def resolve_store_conn_ids(requested: list[str], known: tuple[str, ...] = KNOWN_STORE_CONN_IDS, log=print) -> list[str]:
     """The store connections a run should work on, checked up front.
 
-    An explicit list must name only defined sqlite/postgres connections (all problems are
-    reported at once). An empty list means "every one of ``known`` that is defined".
+    An explicit list must name only defined, usable sqlite/postgres connections. An empty list
+    means "every one of ``known`` that is defined": undefined ones are skipped, but a defined
+    one that cannot be used is a problem, not something to skip. All problems are reported at once.
     """
     from airflow.sdk.exceptions import AirflowFailException
 
@@ -102,7 +111,7 @@ def resolve_store_conn_ids(requested: list[str], known: tuple[str, ...] = KNOWN_
             CheckpointStoreHook(conn_id).get_target()
             usable.append(conn_id)
         except ConnectionNotUsable as exc:
-            if requested:
+            if requested or "is not defined" not in exc.message:
                 problems.append(exc.message)
             else:
                 log(f"skipping {conn_id}: {exc.message}")

@@ -11,7 +11,7 @@ import psycopg
 import pytest
 
 from tests.airflow.conftest import task_instances, xcom
-from tests.conftest import postgres_conn_env, sqlite_conn_env
+from tests.conftest import SENTINEL_PASSWORD, postgres_conn_env, sqlite_conn_env
 from tests.migration.helpers import sha256, target_fingerprint
 from tests.migration.test_retry_and_bad_input import _poison
 
@@ -49,7 +49,11 @@ def test_migrates_verifies_and_reruns_as_a_no_op(migration):
     by_table = {r["table"]: r for r in summary["tables"]}
     with closing(psycopg.connect(dsn)) as conn:
         assert by_table["checkpoints"]["imported"] == conn.execute("SELECT COUNT(*) FROM checkpoints").fetchone()[0]
-    report = json.loads(Path(summary["report_file"]).read_text())
+    report_text = Path(summary["report_file"]).read_text()
+    assert SENTINEL_PASSWORD not in report_text and SENTINEL_PASSWORD not in json.dumps(summary)
+    for step in ("preflight", "snapshot", "export", "verify", "catch_up"):
+        assert SENTINEL_PASSWORD not in json.dumps(xcom(dr, step), default=str)
+    report = json.loads(report_text)
     assert "checkpoint_writes" in report["table_text"] and report["verify"]["ok"]
     assert report["verify"]["content"]["blobs"]["found"] > 0
     assert sha256(path) == before

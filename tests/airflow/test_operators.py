@@ -9,7 +9,7 @@ import psycopg
 import pytest
 
 from tests.airflow.conftest import register, task_instances, xcom
-from tests.conftest import postgres_conn_env, sqlite_conn_env
+from tests.conftest import SENTINEL_PASSWORD, postgres_conn_env, sqlite_conn_env
 
 
 def test_hook_resolves_sqlite_connection(monkeypatch, tmp_path, airflow_db):
@@ -85,7 +85,7 @@ def test_setup_operator_renders_templates_and_returns_summary(monkeypatch, pg_ds
     assert summary["conn_id"] == "cp_target" and summary["store"] == "postgres"
     assert summary["schema_versions"]["store"] is None, "include_store=False rendered as a real boolean"
     assert summary["duration_s"] >= 0
-    assert "password" not in json.dumps(summary)
+    assert SENTINEL_PASSWORD not in json.dumps(summary)
     with psycopg.connect(pg_dsn) as conn:
         assert conn.execute("SELECT to_regclass('store')").fetchone()[0] is None
         assert conn.execute("SELECT to_regclass('checkpoints')").fetchone()[0] == "checkpoints"
@@ -103,3 +103,31 @@ def test_unreachable_server_is_retried_but_bad_path_is_not(monkeypatch, tmp_path
     dr = _operator_dag("op_setup_retry2", retries=1).test(run_conf={"conn": "cp_notsqlite"})
     assert dr.state == "failed"
     assert task_instances(dr)[("setup", -1)].try_number == 1, "a wrong file will not fix itself: not retried"
+
+
+def test_templated_flags_read_as_booleans():
+    from checkpoint_ops.operators.base import as_bool
+
+    assert [as_bool(v) for v in (True, "True", "true", 1, "1")] == [True] * 5
+    assert [as_bool(v) for v in (False, "False", "false", 0, "0", "", None, "no")] == [False] * 8
+
+
+def test_defined_but_unusable_connection_is_reported_not_skipped(monkeypatch, tmp_path, airflow_db):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from checkpoint_ops.hooks import resolve_store_conn_ids
+
+    monkeypatch.setenv("AIRFLOW_CONN_CHECKPOINTS_SQLITE", sqlite_conn_env(tmp_path / "ok.sqlite"))
+    monkeypatch.setenv("AIRFLOW_CONN_CHECKPOINTS_POSTGRES", json.dumps(
+        {"conn_type": "postgres", "host": "h", "login": "u", "schema": "d", "extra": {"no_such_libpq_option": "1"}}))
+    with pytest.raises(AirflowFailException, match="options libpq does not accept"):
+        resolve_store_conn_ids([])
+    monkeypatch.delenv("AIRFLOW_CONN_CHECKPOINTS_POSTGRES")
+    assert resolve_store_conn_ids([]) == ["checkpoints_sqlite"]
+
+
+def test_sqlalchemy_style_sqlite_uri(monkeypatch, airflow_db):
+    from checkpoint_ops.hooks import CheckpointStoreHook
+
+    monkeypatch.setenv("AIRFLOW_CONN_CP_URI", "sqlite:////data/checkpoints.sqlite")
+    assert CheckpointStoreHook("cp_uri").get_target().location == "/data/checkpoints.sqlite"

@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 from tests.airflow.conftest import task_instances, xcom
-from tests.conftest import postgres_conn_env, sqlite_conn_env
+from tests.conftest import SENTINEL_PASSWORD, postgres_conn_env, sqlite_conn_env
 from tests.core.test_sqlite_store import make_pre_task_path_file
 
 
@@ -43,6 +43,7 @@ def test_sets_up_sqlite_and_postgres_then_changes_nothing(setup_dag, stores):
     assert any(c.startswith("checkpoints migrations none ->") for c in by_id["checkpoints_postgres"]["changes"])
     assert any(c.startswith("store migrations none ->") for c in by_id["checkpoints_postgres"]["changes"])
     assert report["changed"] == 2
+    assert SENTINEL_PASSWORD not in json.dumps(report)
     artifact = Path(report["artifact"].removeprefix("file://"))
     assert json.loads(artifact.read_text())["changed"] == 2
 

@@ -40,7 +40,7 @@ def test_setup_creates_saver_and_store_schemas_once(pg_dsn):
         f"store migrations none -> {latest_store}",
     ]
     assert first["schema_versions"] == {"checkpoints": latest_saver, "store": latest_store}
-    assert set(first["rows"]) == {"checkpoints", "checkpoint_blobs", "checkpoint_writes", "store"}
+    assert set(first["rows_estimate"]) == {"checkpoints", "checkpoint_blobs", "checkpoint_writes", "store"}
     second = setup_postgres(pg_dsn)
     assert second["changes"] == []
     assert second["schema_versions"] == first["schema_versions"]
@@ -49,7 +49,7 @@ def test_setup_creates_saver_and_store_schemas_once(pg_dsn):
 def test_setup_without_store(pg_dsn):
     report = setup_postgres(pg_dsn, include_store=False)
     assert report["schema_versions"]["store"] is None
-    assert "store" not in report["rows"]
+    assert "store" not in report["rows_estimate"]
 
 
 def test_concurrent_setups_do_not_race(pg_dsn):
@@ -112,3 +112,52 @@ def test_messages_and_reprs_never_show_passwords():
     assert describe_dsn(dsn) == "app@db.internal:6543/checkpoints"
     target = StoreTarget("postgres", dsn, "checkpoints_postgres")
     assert "hunter2" not in repr(target) and "hunter2" not in target.display
+
+
+def test_invalid_index_left_by_an_interrupted_run_is_rebuilt(pg_dsn):
+    import psycopg
+
+    setup_postgres(pg_dsn)
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute("UPDATE pg_index SET indisvalid = false WHERE indexrelid = 'checkpoints_thread_id_idx'::regclass")
+    report = setup_postgres(pg_dsn)
+    assert report["changes"] == ["rebuilt invalid index checkpoints_thread_id_idx"]
+    with psycopg.connect(pg_dsn) as conn:
+        assert conn.execute("SELECT indisvalid FROM pg_index WHERE indexrelid = 'checkpoints_thread_id_idx'::regclass").fetchone()[0]
+    assert setup_postgres(pg_dsn)["changes"] == []
+
+
+def test_setup_gives_way_to_the_apps_locks(pg_dsn):
+    """A pending migration that must lock a table the app is using waits lock_timeout, then
+    fails with a retryable error instead of stalling every app query behind it."""
+    import psycopg
+
+    setup_postgres(pg_dsn)
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        last = conn.execute("SELECT max(v) FROM checkpoint_migrations").fetchone()[0]
+        conn.execute("DELETE FROM checkpoint_migrations WHERE v = %s", (last,))  # ALTER TABLE checkpoint_writes ...
+    with psycopg.connect(pg_dsn) as app:
+        app.execute("SELECT * FROM checkpoint_writes")  # the app's open transaction holds a lock
+        with pytest.raises(errors.StoreBusy) as info:
+            setup_postgres(pg_dsn, lock_timeout_s=0.5)
+        assert info.value.retryable
+    assert setup_postgres(pg_dsn)["changes"] == [f"checkpoints migrations {last - 1} -> {last}"]
+
+
+def test_no_connect_privilege_is_an_access_error(pg_dsn, pg_admin):
+    dbname = conninfo_to_dict(pg_dsn)["dbname"]
+    pg_admin.execute("CREATE ROLE cpo_no_connect LOGIN")
+    try:
+        pg_admin.execute(f'REVOKE CONNECT ON DATABASE "{dbname}" FROM PUBLIC')
+        with pytest.raises(errors.AuthenticationFailed, match="permission denied") as info:
+            connect_postgres(_with(pg_dsn, user="cpo_no_connect"))
+        assert not info.value.retryable
+    finally:
+        pg_admin.execute(f'GRANT CONNECT ON DATABASE "{dbname}" TO PUBLIC')
+        pg_admin.execute("DROP ROLE IF EXISTS cpo_no_connect")
+
+
+def test_unparseable_connection_string_does_not_echo_it():
+    with pytest.raises(errors.ConnectionSettingsWrong) as info:
+        connect_postgres("postgresql://app:pa%zzword@db/x")
+    assert "pa%zz" not in str(info.value)

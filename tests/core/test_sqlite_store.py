@@ -171,3 +171,39 @@ def test_truncated_file_is_reported_as_damaged(populated, tmp_path):
 def test_missing_directory_for_new_file(tmp_path):
     with pytest.raises(errors.StoreNotFound, match="directory"):
         setup_sqlite(tmp_path / "nope" / "checkpoints.sqlite")
+
+
+def test_locked_file_is_a_retryable_busy_error(sqlite_path):
+    make_pre_task_path_file(sqlite_path)  # rollback-journal mode, needs an upgrade
+    with closing(sqlite3.connect(sqlite_path, isolation_level=None)) as app:
+        app.execute("BEGIN EXCLUSIVE")
+        with pytest.raises(errors.StoreBusy, match="locked") as info:
+            setup_sqlite(sqlite_path, busy_timeout_ms=100)
+        assert info.value.retryable
+        app.execute("ROLLBACK")
+    assert setup_sqlite(sqlite_path)["schema_version"] == SCHEMA_CURRENT
+
+
+def test_zero_busy_timeout_is_honoured(sqlite_path):
+    from include.checkpoint_core.stores import StoreTarget, setup_store
+
+    assert setup_store(StoreTarget("sqlite", str(sqlite_path)), busy_timeout_ms=0)["busy_timeout_ms"] == 0
+
+
+def test_hot_journal_left_by_a_crashed_writer(sqlite_path, tmp_path):
+    """A copy taken mid-transaction carries a hot journal: read-only access cannot replay it."""
+    import shutil
+
+    make_pre_task_path_file(sqlite_path)
+    with closing(sqlite3.connect(sqlite_path, isolation_level=None)) as app:
+        app.execute("PRAGMA cache_size = 1")  # spill to the file, so the journal is needed
+        app.execute("BEGIN")
+        app.execute("UPDATE checkpoints SET checkpoint = checkpoint || x'00'")
+        crashed = tmp_path / "crashed.sqlite"
+        shutil.copyfile(sqlite_path, crashed)
+        shutil.copyfile(f"{sqlite_path}-journal", f"{crashed}-journal")
+        app.execute("ROLLBACK")
+    with pytest.raises(errors.StoreNeedsRecovery) as info:
+        inspect_sqlite(crashed)
+    assert not info.value.retryable and "checkpoint_setup" in str(info.value)
+    assert setup_sqlite(crashed)["schema_version"] == SCHEMA_CURRENT, "a read-write open replays the journal"

@@ -20,6 +20,13 @@ from include.checkpoint_core.progress import Progress
 from include.checkpoint_core.stores import StoreTarget
 
 
+def as_bool(value: Any) -> bool:
+    """A templated flag: real booleans stay, and "False"/"0"/"no" (a rendered string) mean False."""
+    if isinstance(value, str):
+        return value.strip().lower() not in ("", "false", "0", "no", "off", "none")
+    return bool(value)
+
+
 class CheckpointOpsOperator(BaseOperator):
     """Base class: subclasses implement ``run(context) -> dict``."""
 

@@ -17,7 +17,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from checkpoint_ops.artifacts import artifacts_root, safe_key
 from checkpoint_ops.hooks import CheckpointStoreHook, resolve_sqlite_source
-from checkpoint_ops.operators.base import CheckpointOpsOperator
+from checkpoint_ops.operators.base import CheckpointOpsOperator, as_bool
 
 MIGRATION_FIELDS: Sequence[str] = ("source", "target", "migration_id", "include_store")
 
@@ -84,7 +84,7 @@ class MigrationPreflightOperator(_MigrationOperator):
         from include.checkpoint_core.postgres_store import setup_postgres
 
         source, dsn = self.source_path(), self.target_dsn()
-        plan = preflight(source, dsn, include_store=bool(self.include_store), on_reject=str(self.on_reject))
+        plan = preflight(source, dsn, include_store=as_bool(self.include_store), on_reject=str(self.on_reject))
         counts = plan["source"]["counts"]
         self.log.info("Source holds %s threads, %s checkpoints, %s writes, %s store items (%.1f MB)",
                       counts.get("threads"), counts.get("checkpoints"), counts.get("writes"), counts.get("store", 0),
@@ -94,12 +94,12 @@ class MigrationPreflightOperator(_MigrationOperator):
             for r in plan["rejected"]["examples"][:10]:
                 self.log.warning("  %s %s: %s", r["table"], r["key"], r["reason"])
         self.log.info("Estimated time: import %ss, full verify %ss", plan["estimate_s"]["import"], plan["estimate_s"]["verify_full"])
-        if self.dry_run:
+        if as_bool(self.dry_run):
             self.log.info("Dry run: nothing was written.")
         else:
-            setup = setup_postgres(dsn, include_store=bool(self.include_store))
+            setup = setup_postgres(dsn, include_store=as_bool(self.include_store))
             plan["target"]["setup_changes"] = setup["changes"]
-        plan["dry_run"] = bool(self.dry_run)
+        plan["dry_run"] = as_bool(self.dry_run)
         return plan
 
 
@@ -131,11 +131,11 @@ class MigrationExportOperator(_MigrationOperator):
 
         folder = self.folder()
         info = json.loads((folder / "snapshot.json").read_text())
-        total = sum(v for k, v in info["counts"].items() if k in ("checkpoints", "writes") or (k == "store" and self.include_store))
+        total = sum(v for k, v in info["counts"].items() if k in ("checkpoints", "writes") or (k == "store" and as_bool(self.include_store)))
         progress = self.progress(total, "rows", label="export")
         with tempfile.TemporaryDirectory(prefix="cpo-export-") as tmp:
             manifest = export_batches(local_snapshot(folder, Path(tmp)), folder, info, batch_size=int(self.batch_size),
-                                      include_store=bool(self.include_store), progress=progress.advance)
+                                      include_store=as_bool(self.include_store), progress=progress.advance)
         progress.finish()
         per_table = {}
         for b in manifest.batches:
@@ -260,7 +260,7 @@ class MigrationCatchUpOperator(_MigrationOperator):
         from include.checkpoint_core.migration.transcode import Rejected
 
         try:
-            return catch_up(self.source_path(), self.target_dsn(), self.manifest(), include_store=bool(self.include_store),
+            return catch_up(self.source_path(), self.target_dsn(), self.manifest(), include_store=as_bool(self.include_store),
                             fail_on_reject=self.on_reject == "fail", log=self.log.info)
         except Rejected as exc:
             raise AirflowFailException(exc.reason) from exc

@@ -7,7 +7,7 @@ from typing import Any
 
 from airflow.sdk import Context
 
-from checkpoint_ops.operators.base import CheckpointOpsOperator
+from checkpoint_ops.operators.base import CheckpointOpsOperator, as_bool
 
 
 class CheckpointSetupOperator(CheckpointOpsOperator):
@@ -39,7 +39,7 @@ class CheckpointSetupOperator(CheckpointOpsOperator):
 
         target = self.store_target(self.checkpoint_conn_id)
         report = setup_store(
-            target, include_store=bool(self.include_store), busy_timeout_ms=int(self.busy_timeout_ms)
+            target, include_store=as_bool(self.include_store), busy_timeout_ms=int(self.busy_timeout_ms)
         )
         if report["changes"]:
             for change in report["changes"]:
