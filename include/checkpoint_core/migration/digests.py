@@ -1,9 +1,8 @@
 """Content digests of migrated rows, computed the same way from either side.
 
-A checkpoint's digest covers its key, parent, the JSON document (canonicalised: key order
-and number formatting differ between our JSON text and JSONB's) and its metadata; blobs and
-writes are digested over their exact bytes. Equal digests mean the target holds what the
-source held, row for row.
+A checkpoint's digest is its parent plus the parsed JSON document and metadata (parsed, so
+key order and JSONB's number formatting drop out); blobs and writes are digested over their
+exact bytes with sha256. Equal digests mean the target holds what the source held, row for row.
 """
 
 from __future__ import annotations
@@ -14,38 +13,22 @@ import sqlite3
 from typing import Iterable
 
 import psycopg
+from psycopg.rows import tuple_row
 
 from include.checkpoint_core.migration.source import iter_batches
 from include.checkpoint_core.migration.transcode import Rejected, transcode_checkpoint, transcode_write
 
 
-def _canonical(value) -> bytes:
-    if isinstance(value, str):
-        value = json.loads(value)
-    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
+def checkpoint_digest(parent, checkpoint_json, metadata_json) -> tuple:
+    """Parsed documents compare by value: key order and JSONB's number formatting drop out."""
+    return (parent or "", json.loads(checkpoint_json), json.loads(metadata_json))
 
 
-def _h(*parts) -> str:
-    digest = hashlib.sha256()
-    for p in parts:
-        digest.update(p if isinstance(p, bytes) else str(p).encode())
-        digest.update(b"\x1f")
-    return digest.hexdigest()
+def _sha(blob) -> str | None:
+    return None if blob is None else hashlib.sha256(blob).hexdigest()
 
 
-def checkpoint_digest(parent, checkpoint_json, metadata_json) -> str:
-    return _h(parent or "", _canonical(checkpoint_json), _canonical(metadata_json))
-
-
-def blob_digest(type_, blob) -> str:
-    return _h(type_ or "", bytes(blob) if blob is not None else b"\x00null")
-
-
-def write_digest(task_path, channel, type_, blob) -> str:
-    return _h(task_path or "", channel, type_ or "", bytes(blob))
-
-
-Digests = dict[str, dict[tuple, str]]
+Digests = dict[str, dict[tuple, object]]
 
 
 def source_digests(conn: sqlite3.Connection, thread_ids: list[str], *, batch_size: int = 2000) -> tuple[Digests, int]:
@@ -63,7 +46,7 @@ def source_digests(conn: sqlite3.Connection, thread_ids: list[str], *, batch_siz
                 cp.parent_checkpoint_id, cp.checkpoint_json, cp.metadata_json
             )
             for channel, version, type_, blob in cp.blobs:
-                out["blobs"][(cp.thread_id, cp.checkpoint_ns, channel, version)] = blob_digest(type_, blob)
+                out["blobs"][(cp.thread_id, cp.checkpoint_ns, channel, version)] = (type_, _sha(blob))
     for rows in iter_batches(conn, "writes", batch_size, thread_ids=thread_ids):
         for row in rows:
             try:
@@ -71,35 +54,33 @@ def source_digests(conn: sqlite3.Connection, thread_ids: list[str], *, batch_siz
             except Rejected:
                 rejected += 1
                 continue
-            out["writes"][(w[0], w[1], w[2], w[3], w[5])] = write_digest(w[4], w[6], w[7], w[8])
+            out["writes"][(w[0], w[1], w[2], w[3], w[5])] = (w[4], w[6], w[7], _sha(w[8]))
     return out, rejected
 
 
+# Bytes are hashed by the server (sha256() is built in since PostgreSQL 11), so verify moves
+# 32-byte digests instead of the blobs themselves.
 TARGET_SQL = {
     "checkpoints": """SELECT thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, checkpoint::text AS c,
                              metadata::text AS m FROM checkpoints WHERE thread_id = ANY(%s)""",
-    "blobs": "SELECT thread_id, checkpoint_ns, channel, version, type, blob FROM checkpoint_blobs WHERE thread_id = ANY(%s)",
-    "writes": """SELECT thread_id, checkpoint_ns, checkpoint_id, task_id, idx, task_path, channel, type, blob
-                 FROM checkpoint_writes WHERE thread_id = ANY(%s)""",
+    "blobs": """SELECT thread_id, checkpoint_ns, channel, version, type, encode(sha256(blob), 'hex') AS h
+                FROM checkpoint_blobs WHERE thread_id = ANY(%s)""",
+    "writes": """SELECT thread_id, checkpoint_ns, checkpoint_id, task_id, idx, task_path, channel, type,
+                        encode(sha256(blob), 'hex') AS h FROM checkpoint_writes WHERE thread_id = ANY(%s)""",
 }
 
 
 def target_digests(conn: psycopg.Connection, thread_ids: list[str]) -> Digests:
     out: Digests = {"checkpoints": {}, "blobs": {}, "writes": {}}
-    with conn.cursor() as cur:  # callers pass thread chunks, so each result set stays small
+    # Plain tuples: building a dict per row costs more than the comparison itself.
+    with conn.cursor(row_factory=tuple_row) as cur:  # callers pass thread chunks: results stay small
         cur.execute(TARGET_SQL["checkpoints"], (thread_ids,))
-        for r in cur:
-            out["checkpoints"][(r["thread_id"], r["checkpoint_ns"], r["checkpoint_id"])] = checkpoint_digest(
-                r["parent_checkpoint_id"], r["c"], r["m"]
-            )
+        loads = json.loads
+        out["checkpoints"] = {(t, ns, c): (p or "", loads(doc), loads(meta)) for t, ns, c, p, doc, meta in cur}
         cur.execute(TARGET_SQL["blobs"], (thread_ids,))
-        for r in cur:
-            out["blobs"][(r["thread_id"], r["checkpoint_ns"], r["channel"], r["version"])] = blob_digest(r["type"], r["blob"])
+        out["blobs"] = {(t, ns, ch, v): (ty, h) for t, ns, ch, v, ty, h in cur}
         cur.execute(TARGET_SQL["writes"], (thread_ids,))
-        for r in cur:
-            out["writes"][(r["thread_id"], r["checkpoint_ns"], r["checkpoint_id"], r["task_id"], r["idx"])] = write_digest(
-                r["task_path"], r["channel"], r["type"], r["blob"]
-            )
+        out["writes"] = {(t, ns, c, task, idx): (path, ch, ty, h) for t, ns, c, task, idx, path, ch, ty, h in cur}
     return out
 
 

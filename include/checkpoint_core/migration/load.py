@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import asdict
 from typing import Any, Callable
@@ -16,7 +17,8 @@ from include.checkpoint_core.migration.target import (
     load_rows,
     prepare_session,
     transcode_rows,
-    import_batch,
+    load_prepared,
+    prepare_batch,
 )
 from include.checkpoint_core.migration.transcode import Rejected
 from include.checkpoint_core.postgres_store import connect_postgres
@@ -40,20 +42,30 @@ def import_group(
     """Import one group of batches, each in its own transaction; already imported ones are skipped."""
     by_ref = {(b.table, b.number): b for b in manifest.batches}
     totals = {"batches": 0, "skipped": 0, "read": 0, "imported": 0, "rejected": 0, "blobs": 0}
-    with closing(connect_postgres(target_dsn)) as conn:
+    with closing(connect_postgres(target_dsn)) as conn, ThreadPoolExecutor(max_workers=1) as reader:
         ensure_bookkeeping(conn)
         prepare_session(conn)
         done = imported_batches(conn, manifest.migration_id)
+        todo = []
         for ref in group:
             info: BatchInfo = by_ref[(ref["table"], ref["number"])]
-            if (info.table, info.number) in done and done[(info.table, info.number)]["sha256"] == info.sha256:
-                totals["batches"] += 1
-                totals["skipped"] += 1
-                continue
-            rows = read_batch(folder / "batches", info)
-            result = import_batch(conn, manifest.migration_id, info.table, info.number, info.sha256, rows,
-                                  fail_on_reject=fail_on_reject)
             totals["batches"] += 1
+            if (info.table, info.number) in done and done[(info.table, info.number)]["sha256"] == info.sha256:
+                totals["skipped"] += 1
+            else:
+                todo.append(info)
+
+        def prepare(info: BatchInfo):
+            rows = read_batch(folder / "batches", info)
+            return prepare_batch(info.table, info.number, info.sha256, rows, fail_on_reject=fail_on_reject)
+
+        # Read and transcode the next batch while PostgreSQL loads this one: the two halves use
+        # different cores, and the loop holds at most two batches in memory.
+        upcoming = reader.submit(prepare, todo[0]) if todo else None
+        for i in range(len(todo)):
+            batch = upcoming.result()
+            upcoming = reader.submit(prepare, todo[i + 1]) if i + 1 < len(todo) else None
+            result = load_prepared(conn, manifest.migration_id, batch)
             totals["skipped"] += int(result.skipped)
             for key in ("read", "imported", "rejected", "blobs"):
                 totals[key] += getattr(result, key)

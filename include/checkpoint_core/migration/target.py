@@ -217,16 +217,33 @@ def load_rows(conn: psycopg.Connection, table: str, staged: dict[str, list[tuple
     return imported, blobs
 
 
-def import_batch(
-    conn: psycopg.Connection, migration_id: str, table: str, number: int, sha256: str, rows: list, *, fail_on_reject: bool
-) -> BatchResult:
-    """Load one batch exactly once. Safe to call again: a recorded batch is skipped."""
+@dataclass
+class PreparedBatch:
+    """A batch transcoded and ready to load (preparing is pure CPU, so it can run ahead)."""
+
+    table: str
+    number: int
+    sha256: str
+    read: int
+    staged: dict[str, list[tuple]]
+    rejects: list[tuple[str, str]]
+    seconds: float
+
+
+def prepare_batch(table: str, number: int, sha256: str, rows: list, *, fail_on_reject: bool) -> PreparedBatch:
     started = time.perf_counter()
-    result = BatchResult(table=table, number=number, read=len(rows))
     staged, rejects = transcode_rows(table, rows)
     if rejects and fail_on_reject:
         key, reason = rejects[0]
         raise Rejected(f"{table} batch {number}: row {key}: {reason} ({len(rejects)} such rows in this batch)")
+    return PreparedBatch(table, number, sha256, len(rows), staged, rejects, time.perf_counter() - started)
+
+
+def load_prepared(conn: psycopg.Connection, migration_id: str, batch: PreparedBatch) -> BatchResult:
+    """Load one prepared batch exactly once. Safe to call again: a recorded batch is skipped."""
+    started = time.perf_counter()
+    table, number, sha256 = batch.table, batch.number, batch.sha256
+    result = BatchResult(table=table, number=number, read=batch.read)
     with conn.transaction():
         claimed = conn.execute(CLAIM_BATCH_SQL, (migration_id, table, number, sha256)).fetchone()
         if claimed is None:
@@ -239,14 +256,21 @@ def import_batch(
                 )
             result.skipped = True
             return result
-        result.imported, result.blobs = load_rows(conn, table, staged, "insert")
+        result.imported, result.blobs = load_rows(conn, table, batch.staged, "insert")
         with conn.cursor() as cur:
-            cur.executemany(RECORD_REJECT_SQL, [(migration_id, table, number, k, r) for k, r in rejects])
-        result.rejected = len(rejects)
-        result.rejects = rejects
-        conn.execute(FINISH_BATCH_SQL, (len(rows), result.imported, result.rejected, time.perf_counter() - started,
-                                        migration_id, table, number))
+            cur.executemany(RECORD_REJECT_SQL, [(migration_id, table, number, k, r) for k, r in batch.rejects])
+        result.rejected = len(batch.rejects)
+        result.rejects = batch.rejects
+        seconds = batch.seconds + time.perf_counter() - started
+        conn.execute(FINISH_BATCH_SQL, (batch.read, result.imported, result.rejected, seconds, migration_id, table, number))
     return result
+
+
+def import_batch(
+    conn: psycopg.Connection, migration_id: str, table: str, number: int, sha256: str, rows: list, *, fail_on_reject: bool
+) -> BatchResult:
+    """Transcode and load one batch exactly once (see ``load_prepared``)."""
+    return load_prepared(conn, migration_id, prepare_batch(table, number, sha256, rows, fail_on_reject=fail_on_reject))
 
 
 def imported_batches(conn: psycopg.Connection, migration_id: str) -> dict[tuple[str, int], dict]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 import sqlite3
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from pathlib import Path
 from typing import Callable
@@ -72,24 +73,32 @@ def verify(snapshot: Path, target_dsn: str, *, mode: str = "sample", sample_thre
         totals: dict[str, dict] = {}
         source_rejected = 0
         thread_count_mismatch: list[dict] = []
-        for chunk in digests.chunks(checked, chunk_threads):
-            want, chunk_rejected = digests.source_digests(src, chunk)
-            source_rejected += chunk_rejected
-            have = digests.target_digests(pg, chunk)
-            for table, res in digests.compare(want, have).items():
-                agg = totals.setdefault(table, {"expected": 0, "found": 0, "missing": 0, "different": 0, "extra": 0,
-                                                "examples": {"missing": [], "different": []}})
-                for k in ("expected", "found", "missing", "different", "extra"):
-                    agg[k] += res[k]
-                for k in ("missing", "different"):
-                    agg["examples"][k] = (agg["examples"][k] + res["examples"][k])[:20]
-            for table in ("checkpoints", "writes"):
-                s, t = _per_thread(want[table]), _per_thread(have[table])
-                for tid in chunk:
-                    if s.get(tid, 0) != t.get(tid, 0) and len(thread_count_mismatch) < 20:
-                        thread_count_mismatch.append({"thread_id": tid, "table": table, "source": s.get(tid, 0), "target": t.get(tid, 0)})
-            if progress:
-                progress(sum(len(v) for v in want.values()))
+        # The target's side is fetched in a thread: the server hashes and serialises while this
+        # process transcodes the source's side of the same chunk.
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            pending = None
+            chunk_list = list(digests.chunks(checked, chunk_threads))
+            for i, chunk in enumerate(chunk_list):
+                if pending is None:
+                    pending = pool.submit(digests.target_digests, pg, chunk)
+                want, chunk_rejected = digests.source_digests(src, chunk)
+                source_rejected += chunk_rejected
+                have = pending.result()
+                pending = pool.submit(digests.target_digests, pg, chunk_list[i + 1]) if i + 1 < len(chunk_list) else None
+                for table, res in digests.compare(want, have).items():
+                    agg = totals.setdefault(table, {"expected": 0, "found": 0, "missing": 0, "different": 0, "extra": 0,
+                                                    "examples": {"missing": [], "different": []}})
+                    for k in ("expected", "found", "missing", "different", "extra"):
+                        agg[k] += res[k]
+                    for k in ("missing", "different"):
+                        agg["examples"][k] = (agg["examples"][k] + res["examples"][k])[:20]
+                for table in ("checkpoints", "writes"):
+                    s, t = _per_thread(want[table]), _per_thread(have[table])
+                    for tid in chunk:
+                        if s.get(tid, 0) != t.get(tid, 0) and len(thread_count_mismatch) < 20:
+                            thread_count_mismatch.append({"thread_id": tid, "table": table, "source": s.get(tid, 0), "target": t.get(tid, 0)})
+                if progress:
+                    progress(sum(len(v) for v in want.values()))
         table_counts = {
             "checkpoints": (src.execute("SELECT COUNT(*) FROM checkpoints").fetchone()[0],
                             pg.execute("SELECT COUNT(*) AS n FROM checkpoints WHERE thread_id = ANY(%s)", (all_threads,)).fetchone()["n"]),
