@@ -134,8 +134,9 @@ def main() -> int:
             print(f"  verify             {'passed' if v.get('ok') else 'FAILED'}: {v.get('mode')} mode, "
                   f"{v.get('threads_checked')} threads, CheckpointTuples of {v.get('semantic', {}).get('threads')} threads compared")
         for store in report.get("stores", []):
-            print(f"  {store['conn_id']:<18} {store['store']}: schema {store.get('schema_version', store.get('schema_versions'))}, "
-                  f"journal_mode={store.get('journal_mode', '-')}, changes: {', '.join(store['changes']) or 'none'}")
+            where = (f"schema {store['schema_version']}, journal_mode={store['journal_mode']}" if store["store"] == "sqlite"
+                     else f"migrations {store['schema_versions']}")
+            print(f"  {store['conn_id']:<20} {store['store']}: {where}, changes: {', '.join(store['changes']) or 'none'}")
         if res["path"]:
             print(f"  report             {res['path']}")
     print("timings              " + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))
