@@ -1,6 +1,6 @@
 # checkpoint-ops: every target sets itself up from a fresh clone (venv, install, Airflow home).
 #   make demo   generate a SQLite checkpoint DB with the sample agent and run the lifecycle DAGs on it
-#   make test   run the whole test suite (needs PostgreSQL and Redis on localhost; .ci/run starts them)
+#   make test   run the whole test suite (needs PostgreSQL on localhost; .ci/run starts it)
 #   make ui     Airflow standalone (UI on http://localhost:8080, login admin/admin) with this project's DAGs
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -19,7 +19,7 @@ export CHECKPOINT_OPS_DEMO_DIR ?= $(ROOT)/.demo
 # The embedded default store: a SQLite checkpoint file under .demo/ (override to point elsewhere).
 export AIRFLOW_CONN_CHECKPOINTS_SQLITE ?= {"conn_type": "sqlite", "host": "$(CHECKPOINT_OPS_DEMO_DIR)/checkpoints.sqlite"}
 
-.PHONY: install demo test ui bench clean
+.PHONY: install demo test ui bench bench-migration clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,9 @@ ui: install
 
 bench: install
 	$(BIN)/python benchmarks/dag_parse.py
+
+bench-migration: install
+	$(BIN)/python benchmarks/migration.py
 
 clean:
 	rm -rf $(ROOT)/.airflow $(CHECKPOINT_OPS_DEMO_DIR) .pytest_cache
