@@ -8,20 +8,20 @@ exact bytes with sha256. Equal digests mean the target holds what the source hel
 from __future__ import annotations
 
 import hashlib
-import json
 import sqlite3
 from typing import Iterable
 
+import orjson
 import psycopg
 from psycopg.rows import tuple_row
 
 from include.checkpoint_core.migration.source import iter_batches
-from include.checkpoint_core.migration.transcode import Rejected, transcode_checkpoint, transcode_write
+from include.checkpoint_core.migration.transcode import Rejected, split_checkpoint, transcode_checkpoint, transcode_write
 
 
 def checkpoint_digest(parent, checkpoint_json, metadata_json) -> tuple:
     """Parsed documents compare by value: key order and JSONB's number formatting drop out."""
-    return (parent or "", json.loads(checkpoint_json), json.loads(metadata_json))
+    return (parent or "", orjson.loads(checkpoint_json), orjson.loads(metadata_json))
 
 
 def _sha(blob) -> str | None:
@@ -31,22 +31,30 @@ def _sha(blob) -> str | None:
 Digests = dict[str, dict[tuple, object]]
 
 
-def source_digests(conn: sqlite3.Connection, thread_ids: list[str], *, batch_size: int = 2000) -> tuple[Digests, int]:
-    """Digests of what the target should hold for ``thread_ids``; also the rejected-row count."""
+def source_digests(conn: sqlite3.Connection, thread_ids: list[str], *, batch_size: int = 2000) -> tuple[Digests, int, dict]:
+    """Digests of what the target should hold for ``thread_ids``, the rejected-row count, and how
+    many checkpoints reference each blob (a blob is expected while one of them is).
+
+    Checkpoint documents are compared as the Python data the JSON is made from, skipping a
+    serialise-and-parse round trip per row; ``exact_checkpoint_digests`` settles the few rows
+    where that shortcut and the target disagree (e.g. a row JSONB had to refuse).
+    """
     out: Digests = {"checkpoints": {}, "blobs": {}, "writes": {}}
+    refs: dict[tuple, list[tuple]] = {}
     rejected = 0
     for rows in iter_batches(conn, "checkpoints", batch_size, thread_ids=thread_ids):
         for row in rows:
             try:
-                cp = transcode_checkpoint(*row)
+                document, blobs, meta = split_checkpoint(*row)
             except Rejected:
                 rejected += 1
                 continue
-            out["checkpoints"][(cp.thread_id, cp.checkpoint_ns, cp.checkpoint_id)] = checkpoint_digest(
-                cp.parent_checkpoint_id, cp.checkpoint_json, cp.metadata_json
-            )
-            for channel, version, type_, blob in cp.blobs:
-                out["blobs"][(cp.thread_id, cp.checkpoint_ns, channel, version)] = (type_, _sha(blob))
+            thread_id, ns = row[0], row[1]
+            out["checkpoints"][(thread_id, ns, row[2])] = (row[3] or "", document, meta)
+            for channel, version, type_, blob in blobs:
+                key = (thread_id, ns, channel, version)
+                out["blobs"][key] = (type_, _sha(blob))
+                refs.setdefault(key, []).append(row[2])
     for rows in iter_batches(conn, "writes", batch_size, thread_ids=thread_ids):
         for row in rows:
             try:
@@ -55,7 +63,36 @@ def source_digests(conn: sqlite3.Connection, thread_ids: list[str], *, batch_siz
                 rejected += 1
                 continue
             out["writes"][(w[0], w[1], w[2], w[3], w[5])] = (w[4], w[6], w[7], _sha(w[8]))
-    return out, rejected
+    return out, rejected, refs
+
+
+def drop_checkpoint(want: Digests, refs: dict, key: tuple) -> None:
+    """Forget a checkpoint PostgreSQL refused, and the blobs only it referenced."""
+    del want["checkpoints"][key]
+    thread_id, ns, checkpoint_id = key
+    for blob_key in [k for k in want["blobs"] if k[0] == thread_id and k[1] == ns]:
+        holders = refs.get(blob_key, [])
+        if checkpoint_id in holders:
+            holders.remove(checkpoint_id)
+            if not holders:
+                del want["blobs"][blob_key]
+
+
+def exact_checkpoint_digests(conn: sqlite3.Connection, keys: list[tuple]) -> dict[tuple, tuple | None]:
+    """The digest of each checkpoint as it was actually imported (None: PostgreSQL refuses it)."""
+    out: dict[tuple, tuple | None] = {}
+    for key in keys:
+        row = conn.execute(
+            "SELECT thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, type, checkpoint, metadata "
+            "FROM checkpoints WHERE thread_id = ? AND checkpoint_ns = ? AND checkpoint_id = ?", key
+        ).fetchone()
+        try:
+            cp = transcode_checkpoint(*row)
+        except Rejected:
+            out[key] = None
+            continue
+        out[key] = checkpoint_digest(cp.parent_checkpoint_id, cp.checkpoint_json, cp.metadata_json)
+    return out
 
 
 # Bytes are hashed by the server (sha256() is built in since PostgreSQL 11), so verify moves
@@ -75,7 +112,7 @@ def target_digests(conn: psycopg.Connection, thread_ids: list[str]) -> Digests:
     # Plain tuples: building a dict per row costs more than the comparison itself.
     with conn.cursor(row_factory=tuple_row) as cur:  # callers pass thread chunks: results stay small
         cur.execute(TARGET_SQL["checkpoints"], (thread_ids,))
-        loads = json.loads
+        loads = orjson.loads
         out["checkpoints"] = {(t, ns, c): (p or "", loads(doc), loads(meta)) for t, ns, c, p, doc, meta in cur}
         cur.execute(TARGET_SQL["blobs"], (thread_ids,))
         out["blobs"] = {(t, ns, ch, v): (ty, h) for t, ns, ch, v, ty, h in cur}

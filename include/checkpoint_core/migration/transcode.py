@@ -195,7 +195,7 @@ def _encode_value(kind: str, value: Any) -> bytes:
     return _dumps(value).encode("utf-8")
 
 
-def transcode_checkpoint(
+def split_checkpoint(
     thread_id: str,
     checkpoint_ns: str,
     checkpoint_id: str,
@@ -203,8 +203,12 @@ def transcode_checkpoint(
     type_: str | None,
     blob: bytes,
     metadata: Any,
-) -> PgCheckpoint:
-    """One SqliteSaver ``checkpoints`` row as PostgresSaver would have stored it."""
+) -> tuple[dict, tuple[tuple[str, str, str, bytes], ...], dict]:
+    """The JSONB document (as Python data), its blob rows and the metadata of one checkpoint row.
+
+    Rejects what cannot be split; JSONB's own limits are checked when the document is
+    serialised (``transcode_checkpoint``).
+    """
     for name, text in (("thread_id", thread_id), ("checkpoint_ns", checkpoint_ns), ("checkpoint_id", checkpoint_id)):
         if not isinstance(text, str) or not _pg_text_ok(text):
             raise Rejected(f"{name} {text!r} cannot be stored in PostgreSQL text")
@@ -227,14 +231,28 @@ def transcode_checkpoint(
         blobs.append((channel, str(versions[channel]), kind, _encode_value(kind, value)))
     document = {k: v for k, v in checkpoint.items() if k != "channel_values"}
     document["channel_values"] = inline  # inline values are already known to be JSONB-safe
+    return document, tuple(blobs), parse_metadata(metadata)
+
+
+def transcode_checkpoint(
+    thread_id: str,
+    checkpoint_ns: str,
+    checkpoint_id: str,
+    parent_checkpoint_id: str | None,
+    type_: str | None,
+    blob: bytes,
+    metadata: Any,
+) -> PgCheckpoint:
+    """One SqliteSaver ``checkpoints`` row as PostgresSaver would have stored it."""
+    document, blobs, meta = split_checkpoint(thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, type_, blob, metadata)
     return PgCheckpoint(
         thread_id=thread_id,
         checkpoint_ns=checkpoint_ns,
         checkpoint_id=checkpoint_id,
         parent_checkpoint_id=parent_checkpoint_id,
         checkpoint_json=_json_for_pg(document, "checkpoint"),
-        metadata_json=_json_for_pg(parse_metadata(metadata), "metadata"),
-        blobs=tuple(blobs),
+        metadata_json=_json_for_pg(meta, "metadata"),
+        blobs=blobs,
     )
 
 
