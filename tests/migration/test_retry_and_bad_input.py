@@ -224,3 +224,63 @@ def test_writer_during_migration_is_caught_up(source, pg_dsn, tmp_path):
     # A second catch-up finds nothing new.
     again = load.catch_up(str(path), pg_dsn, run["manifest"], include_store=True, fail_on_reject=False, log=lambda _: None)
     assert sum(t["read"] for t in again["tables"].values()) == 0
+
+
+def test_catch_up_finds_rows_that_reused_rowids_below_the_watermark(source, pg_dsn, tmp_path):
+    """SQLite hands out max(rowid)+1: after the app deletes its newest thread, a new thread's
+    rows land at or below the snapshot's watermark, where a rowid scan alone never looks."""
+    from langgraph.checkpoint.sqlite import SqliteSaver
+
+    from include.checkpoint_core.sqlite_store import connect_sqlite
+    from include.sample_agent.graph import build_agent_graph, start_turn, thread_config
+
+    path, _ = source
+    with closing(connect_sqlite(path)) as conn:
+        newest = conn.execute("SELECT thread_id FROM checkpoints ORDER BY rowid DESC LIMIT 1").fetchone()[0]
+    run = migrate(path, pg_dsn, tmp_path / "run")
+    with closing(connect_sqlite(path)) as conn:
+        saver = SqliteSaver(conn)
+        saver.delete_thread(newest)
+        start_turn(build_agent_graph(saver, interrupt_before=[]), thread_config("after-snapshot", "u", "support"),
+                   "u", "Where is my order #1?")
+        conn.commit()
+        top = conn.execute("SELECT MAX(rowid) FROM checkpoints").fetchone()[0]
+    assert top <= run["manifest"].watermarks["checkpoints"], "the new thread really reused rowids"
+    result = load.catch_up(str(path), pg_dsn, run["manifest"], include_store=True, fail_on_reject=False, log=lambda _: None)
+    assert result["threads_recopied"] == 1
+    with closing(sqlite3.connect(path)) as conn:
+        expected = set(conn.execute("SELECT thread_id, checkpoint_ns, checkpoint_id FROM checkpoints WHERE thread_id = 'after-snapshot'"))
+    with closing(psycopg.connect(pg_dsn)) as conn:
+        got = set(conn.execute("SELECT thread_id, checkpoint_ns, checkpoint_id FROM checkpoints WHERE thread_id = 'after-snapshot'"))
+    assert expected and got == expected
+
+
+def test_snapshot_finishes_while_the_app_writes(source, tmp_path):
+    """A stepwise backup restarts on every write and never ends on a busy app; one step does."""
+    from langgraph.checkpoint.sqlite import SqliteSaver
+
+    from include.checkpoint_core.migration.source import take_snapshot
+    from include.checkpoint_core.sqlite_store import connect_sqlite
+    from include.sample_agent.graph import build_agent_graph, start_turn, thread_config
+
+    path, _ = source
+    stop = threading.Event()
+
+    def app():
+        with closing(connect_sqlite(path)) as conn:
+            graph = build_agent_graph(SqliteSaver(conn), interrupt_before=[])
+            i = 0
+            while not stop.is_set():
+                start_turn(graph, thread_config(f"busy-{i}", "u", "support"), "u", "Where is my order #2?")
+                conn.commit()
+                i += 1
+
+    writer = threading.Thread(target=app)
+    writer.start()
+    try:
+        time.sleep(0.2)
+        snap = take_snapshot(path, tmp_path / "snap.sqlite")
+    finally:
+        stop.set()
+        writer.join()
+    assert snap.counts["checkpoints"] > 0 and snap.watermarks["checkpoints"] > 0

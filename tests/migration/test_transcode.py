@@ -44,7 +44,7 @@ def test_primitives_inline_objects_as_blobs_with_exact_bytes():
     assert set(blobs) == {"messages", "tags", "raw"}
     # each blob is byte-for-byte what PostgresSaver's serializer writes for that value
     assert blobs["messages"][2:] == SERDE.dumps_typed(messages)
-    assert blobs["raw"][2:] == ("msgpack", ormsgpack.packb(b"\x00\x01"))
+    assert blobs["raw"][2:] == ("bytes", b"\x00\x01") == SERDE.dumps_typed(b"\x00\x01")
     assert SERDE.loads_typed(blobs["tags"][2:]) == {"a", "b"}
     assert blobs["messages"][1] == _checkpoint(values)["channel_versions"]["messages"]
     assert doc["channel_versions"] and doc["versions_seen"] == {"__input__": {}}
@@ -122,3 +122,32 @@ def test_store_items():
     assert item[:3] == ("memories.u1", "k", '{"a":1}')
     with pytest.raises(Rejected, match="NUL"):
         transcode_store_item({"prefix": "p", "key": "k", "value": '{"a": "\\u0000"}'})
+
+
+def test_floats_jsonb_would_change_stay_blobs_and_versions_match_postgres_text():
+    values = {"big": 1e300, "huge_int_like": 1.2345678901234567e20, "tiny": 1e-05, "plain": 2.5}
+    cp = transcode_checkpoint(*_row(values, versions={"big": 1e16, "huge_int_like": 2, "tiny": 1e-05, "plain": "3"}))
+    assert json.loads(cp.checkpoint_json)["channel_values"] == {"plain": 2.5}
+    versions = {b[0]: b[1] for b in cp.blobs}
+    # as PostgreSQL's jsonb_each_text prints these numbers, which is what PostgresSaver joins on
+    assert versions == {"big": "10000000000000000", "huge_int_like": "2", "tiny": "0.00001"}
+
+
+def test_old_checkpoints_pending_sends_and_metadata_writes():
+    doc = _checkpoint({"x": 1})
+    doc["v"] = 1
+    doc["pending_sends"] = [{"lc": 2, "type": "constructor", "id": ["langgraph", "types", "Send"], "kwargs": {}}]
+    cp = transcode_checkpoint("t", "", "c", None, "json", json.dumps(doc).encode(),
+                              '{"source": "loop", "step": 3, "writes": {"node": {"x": 1}}}')
+    assert json.loads(cp.checkpoint_json)["pending_sends"] == [], "rebuilt from the parent's TASKS writes, as PostgresSaver does"
+    assert json.loads(cp.metadata_json) == {"source": "loop", "step": 3}
+
+
+def test_lone_surrogates_from_old_json_checkpoints():
+    doc = _checkpoint({"text": "placeholder"})
+    raw = json.dumps(doc).replace("placeholder", "broken \\ud83d emoji").encode()
+    cp = transcode_checkpoint("t", "", "c", None, "json", raw, "{}")
+    assert json.loads(cp.checkpoint_json)["channel_values"] == {}
+    assert json.loads(cp.blobs[0][3]) == "broken \ud83d emoji"
+    with pytest.raises(Rejected, match="surrogate"):
+        transcode_checkpoint("t", "", "c", None, "json", json.dumps(_checkpoint({"x": 1})).encode(), '{"note": "\\ud83d"}')

@@ -9,8 +9,10 @@ from dataclasses import asdict
 from typing import Any, Callable
 
 from include.checkpoint_core.migration.batches import BatchInfo, Manifest, read_batch
-from include.checkpoint_core.migration.source import TABLES, iter_batches
+from include.checkpoint_core.migration.digests import chunks
+from include.checkpoint_core.migration.source import TABLES, iter_batches, select_list, source_tables
 from include.checkpoint_core.migration.target import (
+    RECORD_REJECT_SQL,
     BatchResult,
     ensure_bookkeeping,
     imported_batches,
@@ -74,29 +76,100 @@ def import_group(
     return totals
 
 
-CATCHUP_STATE_DDL = """CREATE TABLE IF NOT EXISTS checkpoint_ops_migration_catchup (
-    migration_id text NOT NULL, table_name text NOT NULL, watermark bigint NOT NULL,
-    updated_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (migration_id, table_name))"""
+SAVE_WATERMARK_SQL = """
+    INSERT INTO checkpoint_ops_migration_catchup (migration_id, table_name, watermark) VALUES (%s, %s, %s)
+    ON CONFLICT (migration_id, table_name) DO UPDATE SET watermark = EXCLUDED.watermark, updated_at = now()
+"""
+THREAD_COUNTS_SQL = {
+    "checkpoints": "SELECT thread_id, COUNT(*) AS n FROM checkpoints WHERE thread_id = ANY(%s) GROUP BY 1",
+    "writes": "SELECT thread_id, COUNT(*) AS n FROM checkpoint_writes WHERE thread_id = ANY(%s) GROUP BY 1",
+}
+
+
+class _CatchUp:
+    """One catch-up run: upserts rows and keeps the tallies, rejects recorded in the target."""
+
+    def __init__(self, pg, migration_id: str, tables: list[str], fail_on_reject: bool) -> None:
+        self.pg, self.migration_id, self.fail_on_reject = pg, migration_id, fail_on_reject
+        self.totals = {t: {"read": 0, "imported": 0, "rejected": 0} for t in tables}
+
+    def upsert(self, table: str, rows: list, *, new_rows: bool = True) -> int:
+        """Upsert ``rows``; ``new_rows=False`` marks a reconciliation pass over rows already seen."""
+        staged, bad = transcode_rows(table, rows)
+        if bad and self.fail_on_reject:
+            raise Rejected(f"catch-up {table}: row {bad[0][0]}: {bad[0][1]}")
+        with self.pg.transaction():
+            imported, _ = load_rows(self.pg, table, staged, "upsert")
+            with self.pg.cursor() as cur:
+                cur.executemany(RECORD_REJECT_SQL, [(self.migration_id, table, -1, k, r) for k, r in bad])
+        tally = self.totals[table]
+        tally["read"] += len(rows) if new_rows else 0
+        tally["imported"] += imported
+        tally["rejected"] += len(bad)
+        return len(rows)
+
+
+def _rowid_batches(src, table: str, low: int, high: int, batch_size: int):
+    """Rows written after the watermark, in rowid order (the table's own b-tree: no sort)."""
+    select = select_list(src, table)
+    while True:
+        rows = src.execute(f"SELECT {select}, rowid FROM {table} WHERE rowid > ? AND rowid <= ? ORDER BY rowid LIMIT ?",
+                           (low, high, batch_size)).fetchall()
+        if not rows:
+            return
+        yield [r[:-1] for r in rows]
+        low = rows[-1][-1]
+
+
+def _reconcile_threads(src, cu: _CatchUp, batch_size: int, log) -> dict:
+    """Copy whole threads whose row counts differ between source and target.
+
+    Watermarks miss rows that reused a rowid at or below them (SQLite hands out max(rowid)+1,
+    so after the app deletes its newest rows, new ones can land below the mark). SqliteSaver
+    never updates a row in place, so a thread with the same counts on both sides is complete.
+    """
+    threads = sorted({r[0] for r in src.execute("SELECT DISTINCT thread_id FROM checkpoints UNION "
+                                                   "SELECT DISTINCT thread_id FROM writes")})
+    stale, shrunk = set(), set()
+    for chunk in chunks(threads, 500):
+        marks = ", ".join("?" * len(chunk))
+        for table in ("checkpoints", "writes"):
+            source = dict(src.execute(f"SELECT thread_id, COUNT(*) FROM {table} WHERE thread_id IN ({marks}) GROUP BY 1", chunk))
+            target = {r["thread_id"]: r["n"] for r in cu.pg.execute(THREAD_COUNTS_SQL[table], (chunk,))}
+            for tid, n in source.items():
+                if n > target.get(tid, 0):
+                    stale.add(tid)
+                elif n < target.get(tid, 0):
+                    shrunk.add(tid)
+    copied = 0
+    for chunk in chunks(sorted(stale), 200):
+        for table in ("checkpoints", "writes"):
+            for rows in iter_batches(src, table, batch_size, thread_ids=chunk):
+                copied += cu.upsert(table, rows)
+    if stale:
+        log(f"reconciled {len(stale)} threads whose rows the watermark missed ({copied} rows upserted)")
+    return {"threads_recopied": len(stale), "threads_with_fewer_source_rows": len(shrunk)}
 
 
 def catch_up(
     source_path: str, target_dsn: str, manifest: Manifest, *, include_store: bool, fail_on_reject: bool,
     batch_size: int = 1000, max_rounds: int = 20, log: Callable[[str], None] = print,
 ) -> dict:
-    """Copy rows the app wrote to the live source after the snapshot, until none are left.
+    """Copy what the app wrote to the live source after the snapshot, until nothing new is left.
 
-    Rows are found by rowid above the last watermark (SqliteSaver's inserts and replaces both
-    take a new, larger rowid) and upserted, so a row the app rewrote is rewritten here too.
-    The watermark is stored in the target with each round, so a retry picks up where it was.
+    Each round upserts the rows above each table's rowid watermark (SqliteSaver's inserts and
+    replaces both take a new, larger rowid), so a row the app rewrote is rewritten here too; the
+    watermark is stored in the target, so a retry picks up where it was. Then threads whose row
+    counts still differ are copied whole, and store items, which SqliteStore updates in place
+    (TTL refreshes), are reconciled by content. Deletes in the source are counted, not copied.
     """
     tables = [t for t in TABLES if include_store or t != "store"]
-    totals = {t: {"read": 0, "imported": 0, "rejected": 0} for t in tables}
-    rejects: list[dict] = []
-    rounds = 0
+    rounds = moved = 0
     with closing(connect_postgres(target_dsn)) as pg, open_sqlite_readonly(source_path) as src:
         ensure_bookkeeping(pg)
-        pg.execute(CATCHUP_STATE_DDL)
         prepare_session(pg)
+        cu = _CatchUp(pg, manifest.migration_id, tables, fail_on_reject)
+        present = source_tables(src)
         marks = dict(manifest.watermarks)
         for r in pg.execute("SELECT table_name, watermark FROM checkpoint_ops_migration_catchup WHERE migration_id = %s",
                             (manifest.migration_id,)).fetchall():
@@ -104,36 +177,25 @@ def catch_up(
         while rounds < max_rounds:
             rounds += 1
             moved = 0
-            for table in tables:
-                present = src.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (table,)).fetchone()
-                if not present:
-                    continue
+            for table in [t for t in tables if t in present]:
                 top = src.execute(f"SELECT COALESCE(MAX(rowid), 0) FROM {table}").fetchone()[0]
-                low = marks.get(table, 0)
-                if top <= low:
-                    continue
-                for rows in iter_batches(src, table, batch_size, min_rowid=low, max_rowid=top):
-                    staged, bad = transcode_rows(table, rows)
-                    if bad and fail_on_reject:
-                        raise Rejected(f"catch-up {table}: row {bad[0][0]}: {bad[0][1]}")
-                    with pg.transaction():
-                        imported, _ = load_rows(pg, table, staged, "upsert")
-                    totals[table]["read"] += len(rows)
-                    totals[table]["imported"] += imported
-                    totals[table]["rejected"] += len(bad)
-                    rejects.extend({"table": table, "key": k, "reason": r} for k, r in bad)
-                    moved += len(rows)
-                marks[table] = top
-                pg.execute(
-                    "INSERT INTO checkpoint_ops_migration_catchup (migration_id, table_name, watermark) VALUES (%s, %s, %s) "
-                    "ON CONFLICT (migration_id, table_name) DO UPDATE SET watermark = EXCLUDED.watermark, updated_at = now()",
-                    (manifest.migration_id, table, top),
-                )
+                if top > marks.get(table, 0):
+                    for rows in _rowid_batches(src, table, marks.get(table, 0), top, batch_size):
+                        moved += cu.upsert(table, rows)
+                    marks[table] = top
+                    pg.execute(SAVE_WATERMARK_SQL, (manifest.migration_id, table, top))
             log(f"catch-up round {rounds}: {moved} new or changed rows")
             if moved == 0:
                 break
-    return {"rounds": rounds, "tables": totals, "watermarks": marks, "rejected": rejects[:50],
-            "converged": rounds < max_rounds or moved == 0}
+        reconciled = _reconcile_threads(src, cu, batch_size, log)
+        if "store" in tables and "store" in present:
+            for rows in iter_batches(src, "store", batch_size):
+                cu.upsert("store", rows, new_rows=False)  # unchanged items are skipped by the upsert's WHERE
+    converged = moved == 0
+    if not converged:
+        log(f"the app is still writing: {moved} rows arrived in the last of {max_rounds} rounds; "
+            "stop it (or run catch_up again) before cutting over")
+    return {"rounds": rounds, "tables": cu.totals, "watermarks": marks, "converged": converged, **reconciled}
 
 
 def summarize_batches(results: list[BatchResult]) -> list[dict]:

@@ -52,7 +52,7 @@ def source_tables(conn: sqlite3.Connection) -> set[str]:
     return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
 
 
-def _select_list(conn: sqlite3.Connection, table: str) -> str:
+def select_list(conn: sqlite3.Connection, table: str) -> str:
     """Column list for ``table``; columns older layouts lack are read as their default."""
     columns, _ = TABLES[table]
     present = {row[1] for row in conn.execute(f"PRAGMA table_info('{table}')")}
@@ -93,18 +93,19 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def take_snapshot(source: str | Path, dest: str | Path, *, pages_per_step: int = 4096) -> Snapshot:
+def take_snapshot(source: str | Path, dest: str | Path) -> Snapshot:
     """Copy the live source into ``dest`` with the online backup API (the source stays untouched).
 
-    The copy is one consistent point in time even while the app writes: SQLite restarts the
-    copy if the source changes mid-way through a step sequence.
+    One step (``pages=-1``) is one read transaction: a consistent point in time that, in WAL
+    mode, never blocks the app's writers. A multi-step backup restarts whenever another
+    connection writes, so on a busy app it never finishes.
     """
     src_path, dest_path = Path(source), Path(dest)
     dest_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest_path.with_name(dest_path.name + ".partial")
     tmp.unlink(missing_ok=True)
     with open_sqlite_readonly(src_path) as src, closing(sqlite3.connect(tmp)) as out:
-        src.backup(out, pages=pages_per_step)
+        src.backup(out, pages=-1)
         out.execute("PRAGMA journal_mode=DELETE")  # a single self-contained file
         watermarks = _max_rowids(out)
         counts = table_counts(out)
@@ -132,7 +133,7 @@ def iter_batches(
     if table not in source_tables(conn):
         return
     columns, key = TABLES[table]
-    select = _select_list(conn, table)
+    select = select_list(conn, table)
     key_list = ", ".join(key)
     where, params = ["rowid > ?"], [min_rowid]
     if max_rowid is not None:

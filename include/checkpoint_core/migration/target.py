@@ -44,6 +44,13 @@ BOOKKEEPING_DDL = (
     )""",
     """CREATE INDEX IF NOT EXISTS checkpoint_ops_migration_rejects_run
         ON checkpoint_ops_migration_rejects (migration_id, table_name, batch_no)""",
+    """CREATE TABLE IF NOT EXISTS checkpoint_ops_migration_catchup (
+        migration_id text NOT NULL,
+        table_name text NOT NULL,
+        watermark bigint NOT NULL,
+        updated_at timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY (migration_id, table_name)
+    )""",
 )
 
 STAGING_DDL = (
@@ -139,7 +146,8 @@ MOVE_SQL = {
         FROM cpo_stage_store
         ON CONFLICT (prefix, key) DO UPDATE SET value = EXCLUDED.value, updated_at = EXCLUDED.updated_at,
             expires_at = EXCLUDED.expires_at, ttl_minutes = EXCLUDED.ttl_minutes
-        WHERE store.value IS DISTINCT FROM EXCLUDED.value""",
+        WHERE (store.value, store.expires_at, store.ttl_minutes)
+            IS DISTINCT FROM (EXCLUDED.value, EXCLUDED.expires_at, EXCLUDED.ttl_minutes)""",
 }
 MOVE_SQL[("blobs", "upsert")] = MOVE_SQL[("blobs", "insert")]  # a (channel, version) blob never changes
 
@@ -156,9 +164,14 @@ class BatchResult:
     rejects: list[tuple[str, str]] = field(default_factory=list)  # (row key, reason)
 
 
+BOOKKEEPING_LOCK = 0x63_6B_70_74_62_6B  # parallel import tasks must not race on CREATE TABLE
+
+
 def ensure_bookkeeping(conn: psycopg.Connection) -> None:
-    for ddl in BOOKKEEPING_DDL:
-        conn.execute(ddl)
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (BOOKKEEPING_LOCK,))
+        for ddl in BOOKKEEPING_DDL:
+            conn.execute(ddl)
 
 
 def prepare_session(conn: psycopg.Connection) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 import ormsgpack
@@ -75,15 +76,38 @@ def _pg_text_ok(value: str) -> bool:
     return "\x00" not in value
 
 
+def _utf8_ok(value: str) -> bool:
+    """False for strings with lone surrogates (old JSON checkpoints can decode to them)."""
+    if value.isascii():
+        return True
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _inline_ok(value: Any) -> bool:
-    """Primitive values PostgresSaver would inline, that JSONB can also hold."""
+    """Primitive values PostgresSaver would inline, that JSONB also gives back unchanged.
+
+    JSONB refuses NUL and NaN/Infinity, and prints numbers in plain notation, so a float
+    whose repr needs an exponent (1e+16, 1e300) would come back as an int: those, like the
+    rest, stay faithful as blob rows.
+    """
     if value is None or isinstance(value, bool) or isinstance(value, int):
         return True
     if isinstance(value, float):
-        return math.isfinite(value)
+        return math.isfinite(value) and "e" not in repr(value)
     if isinstance(value, str):
-        return _pg_text_ok(value)
+        return _pg_text_ok(value) and _utf8_ok(value)
     return False
+
+
+def pg_version_text(version: Any) -> str:
+    """A channel version as PostgreSQL's jsonb_each_text renders it (PostgresSaver joins blobs on it)."""
+    if isinstance(version, float):
+        return format(Decimal(repr(version)), "f")
+    return str(version)
 
 
 def _is_primitive(value: Any) -> bool:
@@ -127,6 +151,8 @@ def _json_for_pg(value: Any, where: str) -> str:
         raise Rejected(f"{where} cannot be written as JSON") from None
     if "\\u0000" in text:
         _explain(value, where)
+    if not text.isascii() and not _utf8_ok(text):
+        raise Rejected(f"{where} holds a string with a lone surrogate, which is not valid UTF-8")
     return text
 
 
@@ -189,10 +215,14 @@ def _decode_checkpoint(type_: str | None, blob: bytes) -> tuple[dict, str]:
     return value, kind
 
 
-def _encode_value(kind: str, value: Any) -> bytes:
+def _encode_value(kind: str, value: Any) -> tuple[str, bytes]:
+    """(type, bytes) of a channel value, as PostgresSaver's serializer stores it."""
     if kind == "msgpack":
-        return ormsgpack.packb(value, default=_pack_raw, option=MSGPACK_OPTIONS)
-    return _dumps(value).encode("utf-8")
+        if isinstance(value, bytes):
+            return "bytes", value  # JsonPlusSerializer.dumps_typed keeps bytes as they are
+        return "msgpack", ormsgpack.packb(value, default=_pack_raw, option=MSGPACK_OPTIONS)
+    # Old JSON checkpoints: escaped ASCII, so even a lone surrogate survives the round trip.
+    return "json", json.dumps(value, ensure_ascii=True, separators=(",", ":")).encode("ascii")
 
 
 def split_checkpoint(
@@ -228,10 +258,16 @@ def split_checkpoint(
             raise Rejected(f"channel {channel!r} has a value but no version, so PostgresSaver could not load it")
         if kind == "msgpack" and isinstance(value, RawExt) and value.code == EXT_DELTA_SNAPSHOT:
             inline[channel] = True  # PostgresSaver's marker: the snapshot is in the blob behind it
-        blobs.append((channel, str(versions[channel]), kind, _encode_value(kind, value)))
+        blobs.append((channel, pg_version_text(versions[channel]), *_encode_value(kind, value)))
     document = {k: v for k, v in checkpoint.items() if k != "channel_values"}
     document["channel_values"] = inline  # inline values are already known to be JSONB-safe
-    return document, tuple(blobs), parse_metadata(metadata)
+    if "pending_sends" in document:
+        # Checkpoints before format v4 kept sends inline; PostgresSaver never stored them there but
+        # rebuilds them from the parent's TASKS writes on read, which are migrated with the writes.
+        document["pending_sends"] = []
+    meta = parse_metadata(metadata)
+    meta.pop("writes", None)  # PostgresSaver drops it too (get_serializable_checkpoint_metadata)
+    return document, tuple(blobs), meta
 
 
 def transcode_checkpoint(

@@ -7,6 +7,8 @@ so any task instance can be retried or cleared on any worker and converge.
 
 from __future__ import annotations
 
+import logging
+import math
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,6 +21,7 @@ from checkpoint_ops.artifacts import artifacts_root, safe_key
 from checkpoint_ops.hooks import CheckpointStoreHook, resolve_sqlite_source
 from checkpoint_ops.operators.base import CheckpointOpsOperator, as_bool
 
+log = logging.getLogger(__name__)
 MIGRATION_FIELDS: Sequence[str] = ("source", "target", "migration_id", "include_store")
 
 
@@ -151,10 +154,18 @@ def import_groups(migration_id: str, batches_per_task: int) -> list[list[dict]]:
     from include.checkpoint_core.migration.batches import read_manifest
     from include.checkpoint_core.migration.load import plan_groups
 
+    from airflow.sdk.configuration import conf
+
     manifest = read_manifest(migration_folder(migration_id))
     if manifest is None:
         raise AirflowFailException("no export manifest: clear the export task.")
-    return plan_groups(manifest, int(batches_per_task))
+    # Airflow refuses to map more than [core] max_map_length task instances.
+    limit = conf.getint("core", "max_map_length", fallback=1024)
+    per_task = max(int(batches_per_task), math.ceil(len(manifest.batches) / limit))
+    if per_task != int(batches_per_task):
+        log.warning("%s batches in groups of %s would exceed [core] max_map_length=%s: using groups of %s.",
+                    len(manifest.batches), batches_per_task, limit, per_task)
+    return plan_groups(manifest, per_task)
 
 
 class MigrationImportOperator(_MigrationOperator):
