@@ -19,9 +19,20 @@ from include.checkpoint_core.migration.source import iter_batches
 from include.checkpoint_core.migration.transcode import Rejected, split_checkpoint, transcode_checkpoint, transcode_write
 
 
-def checkpoint_digest(parent, checkpoint_json, metadata_json) -> tuple:
-    """Parsed documents compare by value: key order and JSONB's number formatting drop out."""
-    return (parent or "", orjson.loads(checkpoint_json), orjson.loads(metadata_json))
+_CANON = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
+
+
+def canonical(parent, document, metadata) -> bytes | None:
+    """Sorted-key JSON of parsed data: key order and JSONB's number formatting drop out, while
+    types stay apart (true is not 1, 4.0 is not 4). None when it is not plain JSON data."""
+    try:
+        return orjson.dumps([parent or "", document, metadata], option=_CANON)
+    except TypeError:
+        return None
+
+
+def checkpoint_digest(parent, checkpoint_json, metadata_json) -> bytes | None:
+    return canonical(parent, orjson.loads(checkpoint_json), orjson.loads(metadata_json))
 
 
 def _sha(blob) -> str | None:
@@ -50,7 +61,7 @@ def source_digests(conn: sqlite3.Connection, thread_ids: list[str], *, batch_siz
                 rejected += 1
                 continue
             thread_id, ns = row[0], row[1]
-            out["checkpoints"][(thread_id, ns, row[2])] = (row[3] or "", document, meta)
+            out["checkpoints"][(thread_id, ns, row[2])] = canonical(row[3], document, meta)
             for channel, version, type_, blob in blobs:
                 key = (thread_id, ns, channel, version)
                 out["blobs"][key] = (type_, _sha(blob))
@@ -113,7 +124,7 @@ def target_digests(conn: psycopg.Connection, thread_ids: list[str]) -> Digests:
     with conn.cursor(row_factory=tuple_row) as cur:  # callers pass thread chunks: results stay small
         cur.execute(TARGET_SQL["checkpoints"], (thread_ids,))
         loads = orjson.loads
-        out["checkpoints"] = {(t, ns, c): (p or "", loads(doc), loads(meta)) for t, ns, c, p, doc, meta in cur}
+        out["checkpoints"] = {(t, ns, c): canonical(p, loads(doc), loads(meta)) for t, ns, c, p, doc, meta in cur}
         cur.execute(TARGET_SQL["blobs"], (thread_ids,))
         out["blobs"] = {(t, ns, ch, v): (ty, h) for t, ns, ch, v, ty, h in cur}
         cur.execute(TARGET_SQL["writes"], (thread_ids,))
@@ -143,3 +154,34 @@ def compare(expected: Digests, actual: Digests, *, limit: int = 20) -> dict[str,
 def chunks(items: list, size: int) -> Iterable[list]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
+
+
+def store_digests(conn: sqlite3.Connection, pg: psycopg.Connection, *, batch_size: int = 2000) -> dict:
+    """Store items: every source item must be in the target with the same value."""
+    from include.checkpoint_core.migration.transcode import transcode_store_item
+
+    result = {"expected": 0, "found": 0, "missing": 0, "different": 0, "rejected": 0,
+              "examples": {"missing": [], "different": []}}
+    for rows in iter_batches(conn, "store", batch_size):
+        want = {}
+        for row in rows:
+            try:
+                item = transcode_store_item(dict(zip(("prefix", "key", "value", "created_at", "updated_at", "expires_at", "ttl_minutes"), row)))
+            except Rejected:
+                result["rejected"] += 1
+                continue
+            want[(item[0], item[1])] = orjson.dumps(orjson.loads(item[2]), option=_CANON)
+        prefixes = sorted({k[0] for k in want})
+        keys = sorted({k[1] for k in want})
+        with pg.cursor(row_factory=tuple_row) as cur:
+            cur.execute("SELECT prefix, key, value::text FROM store WHERE prefix = ANY(%s) AND key = ANY(%s)", (prefixes, keys))
+            have = {(p, k): orjson.dumps(orjson.loads(v), option=_CANON) for p, k, v in cur if (p, k) in want}
+        result["expected"] += len(want)
+        result["found"] += len(have)
+        for key, value in want.items():
+            kind = "missing" if key not in have else "different" if have[key] != value else None
+            if kind:
+                result[kind] += 1
+                if len(result["examples"][kind]) < 20:
+                    result["examples"][kind].append(list(key))
+    return result

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
@@ -10,7 +11,7 @@ from typing import Any, Callable
 
 from include.checkpoint_core.migration.batches import BatchInfo, Manifest, read_batch
 from include.checkpoint_core.migration.digests import chunks
-from include.checkpoint_core.migration.source import TABLES, iter_batches, select_list, source_tables
+from include.checkpoint_core.migration.source import TABLES, iter_batches, select_list, source_tables, thread_ids
 from include.checkpoint_core.migration.target import (
     RECORD_REJECT_SQL,
     BatchResult,
@@ -128,8 +129,12 @@ def _reconcile_threads(src, cu: _CatchUp, batch_size: int, log) -> dict:
     so after the app deletes its newest rows, new ones can land below the mark). SqliteSaver
     never updates a row in place, so a thread with the same counts on both sides is complete.
     """
-    threads = sorted({r[0] for r in src.execute("SELECT DISTINCT thread_id FROM checkpoints UNION "
-                                                   "SELECT DISTINCT thread_id FROM writes")})
+    threads = thread_ids(src)
+    refused: dict[tuple[str, str], int] = {}  # rows PostgreSQL refused are rightly absent
+    for r in cu.pg.execute("SELECT table_name, row_key FROM checkpoint_ops_migration_rejects WHERE migration_id = %s",
+                           (cu.migration_id,)).fetchall():
+        key = (json.loads(r["row_key"])[0], r["table_name"])
+        refused[key] = refused.get(key, 0) + 1
     stale, shrunk = set(), set()
     for chunk in chunks(threads, 500):
         marks = ", ".join("?" * len(chunk))
@@ -137,6 +142,7 @@ def _reconcile_threads(src, cu: _CatchUp, batch_size: int, log) -> dict:
             source = dict(src.execute(f"SELECT thread_id, COUNT(*) FROM {table} WHERE thread_id IN ({marks}) GROUP BY 1", chunk))
             target = {r["thread_id"]: r["n"] for r in cu.pg.execute(THREAD_COUNTS_SQL[table], (chunk,))}
             for tid, n in source.items():
+                n -= refused.get((tid, table), 0)
                 if n > target.get(tid, 0):
                     stale.add(tid)
                 elif n < target.get(tid, 0):

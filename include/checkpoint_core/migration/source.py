@@ -163,4 +163,6 @@ def iter_batches(
 
 
 def thread_ids(conn: sqlite3.Connection) -> list[str]:
-    return [r[0] for r in conn.execute("SELECT DISTINCT thread_id FROM checkpoints ORDER BY thread_id")]
+    """Every thread with rows, including one that has only writes left (its checkpoints deleted)."""
+    return [r[0] for r in conn.execute(
+        "SELECT thread_id FROM checkpoints UNION SELECT thread_id FROM writes ORDER BY thread_id")]

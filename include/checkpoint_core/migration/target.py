@@ -42,8 +42,8 @@ BOOKKEEPING_DDL = (
         row_key text NOT NULL,
         reason text NOT NULL
     )""",
-    """CREATE INDEX IF NOT EXISTS checkpoint_ops_migration_rejects_run
-        ON checkpoint_ops_migration_rejects (migration_id, table_name, batch_no)""",
+    """CREATE UNIQUE INDEX IF NOT EXISTS checkpoint_ops_migration_rejects_row
+        ON checkpoint_ops_migration_rejects (migration_id, table_name, row_key)""",
     """CREATE TABLE IF NOT EXISTS checkpoint_ops_migration_catchup (
         migration_id text NOT NULL,
         table_name text NOT NULL,
@@ -85,6 +85,7 @@ FINISH_BATCH_SQL = """
 RECORD_REJECT_SQL = """
     INSERT INTO checkpoint_ops_migration_rejects (migration_id, table_name, batch_no, row_key, reason)
     VALUES (%s, %s, %s, %s, %s)
+    ON CONFLICT (migration_id, table_name, row_key) DO NOTHING
 """
 
 COPY_SQL = {

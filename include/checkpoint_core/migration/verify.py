@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Callable
 
 from include.checkpoint_core.migration import digests
-from include.checkpoint_core.migration.source import thread_ids
+from include.checkpoint_core.migration.source import source_tables, thread_ids
 from include.checkpoint_core.postgres_store import connect_postgres
 
 SEMANTIC_CHECKPOINTS_PER_THREAD = 25
@@ -24,9 +24,37 @@ def _per_thread(keys) -> dict[str, int]:
     return counts
 
 
-def semantic_check(snapshot: Path, target_dsn: str, threads: list[str], *, per_thread: int = SEMANTIC_CHECKPOINTS_PER_THREAD) -> list[dict]:
+def _differs(lite, post) -> str | None:
+    """Which part of two CheckpointTuples of one checkpoint differs, allowing for what
+    PostgresSaver itself stores differently: metadata without "writes", DeltaChannel snapshots
+    it joins in from their blob rows, and pre-v4 sends it rebuilds from the parent's writes."""
+    from langgraph.checkpoint.serde.types import TASKS, _DeltaSnapshot
+
+    a, b = dict(lite.checkpoint), dict(post.checkpoint)
+    a_values, b_values = dict(a.get("channel_values") or {}), dict(b.get("channel_values") or {})
+    for channel in [c for c in b_values if c not in a_values and isinstance(b_values[c], _DeltaSnapshot)]:
+        del b_values[channel]
+    if a.get("v", 4) < 4:
+        for d, values in ((a, a_values), (b, b_values)):
+            d.pop("pending_sends", None)
+            values.pop(TASKS, None)
+    a["channel_values"], b["channel_values"] = a_values, b_values
+    if a != b:
+        return "checkpoint"
+    if {k: v for k, v in (lite.metadata or {}).items() if k != "writes"} != post.metadata:
+        return "metadata"
+    if lite.parent_config != post.parent_config:
+        return "parent_config"
+    if lite.pending_writes != post.pending_writes:
+        return "pending_writes"
+    return None
+
+
+def semantic_check(snapshot: Path, target_dsn: str, threads: list[str], *, skip: set[tuple] = frozenset(),
+                   per_thread: int = SEMANTIC_CHECKPOINTS_PER_THREAD) -> list[dict]:
     """CheckpointTuples through both savers must be deep-equal (values decoded, so sets
-    compare as sets). Reads each checkpoint by id: PostgresSaver.list() is quadratic on long threads."""
+    compare as sets). Reads each checkpoint by id: PostgresSaver.list() is quadratic on long
+    threads. ``skip`` holds (thread, ns, checkpoint id) keys whose rows were rejected."""
     from langgraph.checkpoint.postgres import PostgresSaver
     from langgraph.checkpoint.sqlite import SqliteSaver
 
@@ -41,25 +69,27 @@ def semantic_check(snapshot: Path, target_dsn: str, threads: list[str], *, per_t
                 (tid, per_thread),
             ).fetchall()
             for ns, cid in keys:
+                if (tid, ns, cid) in skip:
+                    continue
                 config = {"configurable": {"thread_id": tid, "checkpoint_ns": ns, "checkpoint_id": cid}}
                 a, b = lite.get_tuple(config), post.get_tuple(config)
-                if b is None:
-                    problems.append({"thread_id": tid, "checkpoint_ns": ns, "checkpoint_id": cid, "problem": "missing in target"})
-                    continue
-                for part in ("checkpoint", "metadata", "parent_config", "pending_writes"):
-                    if getattr(a, part) != getattr(b, part):
-                        problems.append({"thread_id": tid, "checkpoint_ns": ns, "checkpoint_id": cid, "problem": f"{part} differs"})
-                        break
+                problem = "missing in target" if b is None else _differs(a, b)
+                if problem:
+                    problems.append({"thread_id": tid, "checkpoint_ns": ns, "checkpoint_id": cid,
+                                     "problem": problem if b is None else f"{problem} differs"})
     return problems
 
 
 def verify(snapshot: Path, target_dsn: str, *, mode: str = "sample", sample_threads: int = 10, seed: str = "",
-           rejected: dict[str, int] | None = None, chunk_threads: int = 200,
-           progress: Callable[[int], None] | None = None) -> dict:
+           rejected: dict[str, int] | None = None, rejected_keys: set[tuple] = frozenset(), allow_extra: bool = False,
+           include_store: bool = False,
+           chunk_threads: int = 200, progress: Callable[[int], None] | None = None) -> dict:
     """Compare snapshot and target. ``mode`` is "sample" (N threads) or "full" (every thread).
 
-    ``rejected`` is the import's count of rejected rows per source table: those are expected
-    to be absent. Everything else must match exactly, per table, per thread and per row.
+    ``rejected`` is the import's count of rejected rows per source table, and
+    ``rejected_keys`` the checkpoints involved: those are expected to be absent. Everything else
+    must match exactly, per table, per thread and per row. ``allow_extra`` accepts rows only
+    the target has (once catch-up has copied what the app wrote after the snapshot).
     """
     rejected = rejected or {}
     with closing(sqlite3.connect(f"{snapshot.resolve().as_uri()}?mode=ro", uri=True)) as src, \
@@ -106,6 +136,7 @@ def verify(snapshot: Path, target_dsn: str, *, mode: str = "sample", sample_thre
                             thread_count_mismatch.append({"thread_id": tid, "table": table, "source": s.get(tid, 0), "target": t.get(tid, 0)})
                 if progress:
                     progress(sum(len(v) for v in want.values()))
+        store = digests.store_digests(src, pg) if include_store and "store" in source_tables(src) else None
         table_counts = {
             "checkpoints": (src.execute("SELECT COUNT(*) FROM checkpoints").fetchone()[0],
                             pg.execute("SELECT COUNT(*) AS n FROM checkpoints WHERE thread_id = ANY(%s)", (all_threads,)).fetchone()["n"]),
@@ -114,11 +145,16 @@ def verify(snapshot: Path, target_dsn: str, *, mode: str = "sample", sample_thre
         }
     rng = random.Random(seed + "semantic")
     semantic_threads = sorted(rng.sample(checked, min(sample_threads, len(checked))))
-    semantic = semantic_check(snapshot, target_dsn, semantic_threads)
-    counts_ok = all(src_n - rejected.get(table, 0) == tgt_n for table, (src_n, tgt_n) in table_counts.items())
-    content_ok = all(t["missing"] == 0 and t["different"] == 0 and t["extra"] == 0 for t in totals.values())
+    semantic = semantic_check(snapshot, target_dsn, semantic_threads, skip=rejected_keys)
+    counts_ok = all((tgt_n >= src_n - rejected.get(table, 0)) if allow_extra else (src_n - rejected.get(table, 0) == tgt_n)
+                    for table, (src_n, tgt_n) in table_counts.items())
+    content_ok = all(t["missing"] == 0 and t["different"] == 0 and (allow_extra or t["extra"] == 0) for t in totals.values())
+    if allow_extra:
+        thread_count_mismatch = [m for m in thread_count_mismatch if m["target"] < m["source"]]
+    store_ok = store is None or (store["missing"] == 0 and store["different"] == 0)
     return {
-        "ok": counts_ok and content_ok and not thread_count_mismatch and not semantic,
+        "ok": counts_ok and content_ok and store_ok and not thread_count_mismatch and not semantic,
+        "store": store,
         "mode": mode,
         "threads_checked": len(checked),
         "threads_total": len(all_threads),

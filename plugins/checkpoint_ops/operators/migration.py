@@ -7,6 +7,7 @@ so any task instance can be retried or cleared on any worker and converge.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import tempfile
@@ -128,8 +129,6 @@ class MigrationExportOperator(_MigrationOperator):
         self.batch_size = batch_size
 
     def run(self, context: Context) -> dict[str, Any]:
-        import json
-
         from include.checkpoint_core.migration.export import export_batches, local_snapshot
 
         folder = self.folder()
@@ -217,7 +216,7 @@ class MigrationVerifyOperator(_MigrationOperator):
 
     def run(self, context: Context) -> dict[str, Any]:
         from include.checkpoint_core.migration.export import local_snapshot
-        from include.checkpoint_core.migration.target import imported_batches
+        from include.checkpoint_core.migration.target import imported_batches, rejects_for
         from include.checkpoint_core.migration.verify import verify
         from include.checkpoint_core.postgres_store import connect_postgres
 
@@ -225,6 +224,11 @@ class MigrationVerifyOperator(_MigrationOperator):
         dsn = self.target_dsn()
         with connect_postgres(dsn) as pg:
             done = imported_batches(pg, manifest.migration_id)
+            rejected_keys = {tuple(json.loads(r["row_key"])[:3]) for r in rejects_for(pg, manifest.migration_id)
+                             if r["table_name"] in ("checkpoints", "writes")}
+            # Once catch-up ran, the target also holds what the app wrote after the snapshot.
+            caught_up = pg.execute("SELECT EXISTS (SELECT 1 FROM checkpoint_ops_migration_catchup WHERE migration_id = %s) AS yes",
+                                   (manifest.migration_id,)).fetchone()["yes"]
         missing = [f"{b.table}#{b.number}" for b in manifest.batches if (b.table, b.number) not in done]
         if missing:
             raise AirflowFailException(f"{len(missing)} batches were never imported ({', '.join(missing[:10])}); clear the import tasks.")
@@ -235,11 +239,16 @@ class MigrationVerifyOperator(_MigrationOperator):
             progress = self.progress(None, "rows", label="verify")
             result = verify(local_snapshot(self.folder(), Path(tmp)), dsn, mode=str(self.verify_mode),
                             sample_threads=int(self.sample_threads), seed=str(self.migration_id), rejected=rejected,
+                            rejected_keys=rejected_keys, allow_extra=caught_up, include_store=as_bool(self.include_store),
                             progress=progress.advance)
             progress.finish()
         for table, res in result["content"].items():
             self.log.info("%-12s expected %8d found %8d missing %d different %d extra %d", table, res["expected"],
                           res["found"], res["missing"], res["different"], res["extra"])
+        if result["store"]:
+            st = result["store"]
+            self.log.info("%-12s expected %8d found %8d missing %d different %d", "store", st["expected"], st["found"],
+                          st["missing"], st["different"])
         if not result["ok"]:
             details = []
             for table, res in result["content"].items():
@@ -249,6 +258,8 @@ class MigrationVerifyOperator(_MigrationOperator):
             details += [f"thread {m['thread_id']} {m['table']}: source {m['source']} target {m['target']}"
                         for m in result["per_thread_mismatches"][:5]]
             details += [f"{p['thread_id']}/{p['checkpoint_id']}: {p['problem']}" for p in result["semantic"]["problems"][:5]]
+            for kind in ("missing", "different"):
+                details += [f"store {kind}: {key}" for key in ((result["store"] or {}).get("examples", {}).get(kind) or [])[:5]]
             for line in details:
                 self.log.error("mismatch: %s", line)
             raise AirflowFailException(f"verification failed ({result['mode']} mode): " + "; ".join(details[:5]))
