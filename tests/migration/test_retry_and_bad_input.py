@@ -284,3 +284,34 @@ def test_snapshot_finishes_while_the_app_writes(source, tmp_path):
         stop.set()
         writer.join()
     assert snap.counts["checkpoints"] > 0 and snap.watermarks["checkpoints"] > 0
+
+
+def test_batches_are_capped_by_bytes_as_well_as_rows(source):
+    from include.checkpoint_core.migration.source import iter_batches
+
+    path, _ = source
+    with closing(sqlite3.connect(path)) as conn:
+        all_rows = [r for batch in iter_batches(conn, "checkpoints", 1000) for r in batch]
+        capped = list(iter_batches(conn, "checkpoints", 1000, max_bytes=20_000))
+    assert len(capped) > 1 and all(sum(len(v) for v in r if isinstance(v, (bytes, str))) for r in capped[0])
+    assert [r for batch in capped for r in batch] == all_rows, "no row skipped or repeated at the cut"
+
+
+def test_preflight_finds_one_version_used_for_two_values(tmp_path, pg_dsn):
+    """Forks written with counter-style versions can reuse a version for another value;
+    PostgresSaver keys blobs by version, so preflight says so before anything is written."""
+    from langgraph.checkpoint.sqlite import SqliteSaver
+
+    from include.checkpoint_core.sqlite_store import connect_sqlite, setup_sqlite
+
+    path = tmp_path / "fork.sqlite"
+    setup_sqlite(path)
+    with closing(connect_sqlite(path)) as conn:
+        saver = SqliteSaver(conn)
+        base = {"v": 4, "ts": "2025-01-01T00:00:00+00:00", "versions_seen": {}, "updated_channels": ["x"]}
+        for cid, value in (("1f0-a", [1, 2]), ("1f0-b", [1, 99])):
+            saver.put({"configurable": {"thread_id": "t", "checkpoint_ns": ""}},
+                      {**base, "id": cid, "channel_values": {"x": value}, "channel_versions": {"x": 2}}, {}, {"x": 2})
+        conn.commit()
+    plan = preflight.preflight(str(path), pg_dsn)
+    assert plan["version_collisions"] == {"count": 1, "examples": [["t", "", "x", "2"]]}

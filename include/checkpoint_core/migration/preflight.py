@@ -3,6 +3,7 @@ will the run move, what cannot be moved, and does the target already disagree wi
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 import time
 from contextlib import closing
@@ -34,25 +35,46 @@ class RowsRejected(CheckpointStoreError):
     hint = "Set on_reject to 'reject' to migrate everything else and get these rows in the report, or fix them in the source."
 
 
-def scan_rejects(conn: sqlite3.Connection, *, include_store: bool, limit: int = 50) -> tuple[list[dict], int, float]:
-    """Transcode every source row (read-only) to find what PostgreSQL cannot hold."""
+def scan_rejects(conn: sqlite3.Connection, *, include_store: bool, limit: int = 50) -> dict:
+    """Transcode every source row (read-only) to find what PostgreSQL cannot hold.
+
+    Also finds channel versions one thread uses for two different values (possible in forks
+    made by releases whose versions were plain counters): PostgresSaver keys blobs by
+    (thread, namespace, channel, version), so it can keep only one of them.
+    """
     examples: list[dict] = []
     total = rows_seen = 0
+    collisions: list[list] = []
+    collision_count = 0
     started = time.monotonic()
     tables = ("checkpoints", "writes", "store") if include_store else ("checkpoints", "writes")
-    fn = {"checkpoints": lambda r: transcode_checkpoint(*r), "writes": transcode_write,
+    fn = {"writes": transcode_write,
           "store": lambda r: transcode_store_item(dict(zip(("prefix", "key", "value", "created_at", "updated_at", "expires_at", "ttl_minutes"), r)))}
+    thread, seen = None, {}
     for table in tables:
         for rows in iter_batches(conn, table, 2000):
             for row in rows:
                 rows_seen += 1
                 try:
-                    fn[table](row)
+                    if table != "checkpoints":
+                        fn[table](row)
+                        continue
+                    cp = transcode_checkpoint(*row)
                 except Rejected as exc:
                     total += 1
                     if len(examples) < limit:
                         examples.append({"table": table, "key": row_key(table, row), "reason": exc.reason})
-    return examples, total, rows_seen / max(time.monotonic() - started, 1e-6)
+                    continue
+                if cp.thread_id != thread:  # rows come in primary-key order: one thread at a time
+                    thread, seen = cp.thread_id, {}
+                for channel, version, type_, data in cp.blobs:
+                    digest = hashlib.sha256(data).digest()
+                    if seen.setdefault((cp.checkpoint_ns, channel, version), digest) != digest:
+                        collision_count += 1
+                        if len(collisions) < limit:
+                            collisions.append([cp.thread_id, cp.checkpoint_ns, channel, version])
+    return {"examples": examples, "count": total, "rows_per_s": rows_seen / max(time.monotonic() - started, 1e-6),
+            "version_collisions": {"count": collision_count, "examples": collisions}}
 
 
 def find_conflicts(src: sqlite3.Connection, target_dsn: str, *, limit: int = 20) -> tuple[list[dict], int]:
@@ -90,7 +112,8 @@ def preflight(source_path: str, target_dsn: str, *, include_store: bool = True, 
         versions = schema_versions(pg)
         server = pg.execute("SHOW server_version").fetchone()["server_version"]
     with open_sqlite_readonly(source_path) as src:
-        rejects, rejected, scan_rate = scan_rejects(src, include_store=include_store)
+        scan = scan_rejects(src, include_store=include_store)
+        rejects, rejected, scan_rate = scan["examples"], scan["count"], scan["rows_per_s"]
         conflicts, overlapping = find_conflicts(src, target_dsn)
         payload = src.execute("SELECT COALESCE(SUM(LENGTH(checkpoint)), 0) FROM checkpoints").fetchone()[0]
     if conflicts:
@@ -108,6 +131,7 @@ def preflight(source_path: str, target_dsn: str, *, include_store: bool = True, 
                    "needs_setup": versions["checkpoints"] is None or (include_store and versions["store"] is None),
                    "overlapping_rows": overlapping},
         "rejected": {"count": rejected, "examples": rejects},
+        "version_collisions": scan["version_collisions"],
         "estimate_s": {"import": round(rows / (IMPORT_ROWS_PER_S * speed), 1),
                        "verify_full": round(rows / (VERIFY_ROWS_PER_S * speed), 1)},
     }

@@ -121,13 +121,21 @@ def take_snapshot(source: str | Path, dest: str | Path) -> Snapshot:
     )
 
 
+MAX_BATCH_BYTES = 64 * 1024 * 1024
+
+
+def _row_bytes(row: tuple) -> int:
+    return sum(len(v) for v in row if isinstance(v, (bytes, str)))
+
+
 def iter_batches(
     conn: sqlite3.Connection, table: str, batch_size: int, *, min_rowid: int = 0, max_rowid: int | None = None,
-    thread_ids: list[str] | None = None,
+    thread_ids: list[str] | None = None, max_bytes: int = MAX_BATCH_BYTES,
 ) -> Iterator[list[tuple]]:
-    """Rows of ``table`` in primary-key order, ``batch_size`` at a time (keyset pagination).
+    """Rows of ``table`` in primary-key order, ``batch_size`` rows or ``max_bytes`` at a time
+    (keyset pagination), so memory stays bounded however big single checkpoints are.
 
-    ``min_rowid``/``max_rowid`` select rows written after/before a watermark (catch-up);
+    ``min_rowid``/``max_rowid`` select rows written after/before a watermark;
     ``thread_ids`` restricts checkpoints and writes to some threads (sampled verification).
     """
     if table not in source_tables(conn):
@@ -150,14 +158,21 @@ def iter_batches(
         if last is not None:
             clause.append(f"({key_list}) > ({', '.join('?' * len(key))})")
             args.extend(last)
-        rows = conn.execute(
+        cursor = conn.execute(
             f"SELECT {select} FROM {table} WHERE {' AND '.join(clause)} ORDER BY {key_list} LIMIT ?",
             (*args, batch_size),
-        ).fetchall()
+        )
+        rows, size = [], 0
+        for row in cursor:
+            rows.append(row)
+            size += _row_bytes(row)
+            if size >= max_bytes:
+                break
+        cursor.close()
         if not rows:
             return
         yield rows
-        if len(rows) < batch_size:
+        if len(rows) < batch_size and size < max_bytes:
             return
         last = tuple(rows[-1][i] for i in key_idx)
 

@@ -97,6 +97,10 @@ class MigrationPreflightOperator(_MigrationOperator):
             self.log.warning("%s rows cannot be stored in PostgreSQL and will be rejected, e.g.:", plan["rejected"]["count"])
             for r in plan["rejected"]["examples"][:10]:
                 self.log.warning("  %s %s: %s", r["table"], r["key"], r["reason"])
+        if plan["version_collisions"]["count"]:
+            self.log.warning("%s channel versions are used by one thread for two different values; PostgresSaver keeps "
+                             "one blob per version, so verify will name these rows, e.g. %s",
+                             plan["version_collisions"]["count"], plan["version_collisions"]["examples"][:3])
         self.log.info("Estimated time: import %ss, full verify %ss", plan["estimate_s"]["import"], plan["estimate_s"]["verify_full"])
         if as_bool(self.dry_run):
             self.log.info("Dry run: nothing was written.")

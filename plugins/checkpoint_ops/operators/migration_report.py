@@ -49,16 +49,20 @@ def build_and_store_report(ti, dag_run, params: dict) -> dict:
         table = render(rows, seconds)
         log.info("Migration %s\n%s", migration_id, table)
         report.update({"tables": rows, "table_text": table, "import_task_seconds": round(seconds, 2),
-                       "rejected_rows": len(rejects) + len((results["catch_up"] or {}).get("rejected", []))})
+                       "rejected_rows": len(rejects)})
         folder.mkdir(parents=True, exist_ok=True)
         with (folder / "rejected.jsonl").open("w") as fh:
             for r in rejects:
-                fh.write(json.dumps({"table": r["table_name"], "batch": r["batch_no"], "key": json.loads(r["row_key"]),
-                                     "reason": r["reason"]}) + "\n")
-            for r in (results["catch_up"] or {}).get("rejected", []):
-                fh.write(json.dumps({"table": r["table"], "batch": "catch-up", "key": json.loads(r["key"]),
+                batch = r["batch_no"] if r["batch_no"] >= 0 else "catch-up"
+                fh.write(json.dumps({"table": r["table_name"], "batch": batch, "key": json.loads(r["row_key"]),
                                      "reason": r["reason"]}) + "\n")
         report["rejected_file"] = str(folder / "rejected.jsonl")
+    catch_up = results["catch_up"] or {}
+    if catch_up:
+        report["catch_up"] = {k: catch_up.get(k) for k in ("rounds", "converged", "threads_recopied",
+                                                          "threads_with_fewer_source_rows")}
+        if not catch_up.get("converged"):
+            log.warning("Catch-up did not converge: the app was still writing. Run catch_up again after stopping it.")
     verify = results["verify"] or {}
     if verify:
         log.info("Verification: %s (%s mode, %s/%s threads checked)", "passed" if verify.get("ok") else "FAILED",
@@ -74,7 +78,7 @@ def build_and_store_report(ti, dag_run, params: dict) -> dict:
             f"Report: {report['report_file']}"
         )
     summary = {k: report[k] for k in ("migration_id", "dry_run", "report_file") if k in report}
-    summary.update({k: report.get(k) for k in ("tables", "rejected_rows", "rejected_file")})
+    summary.update({k: report.get(k) for k in ("tables", "rejected_rows", "rejected_file", "catch_up")})
     summary["verified"] = bool(verify.get("ok")) if verify else None
     if dry_run:
         summary["plan"] = results["preflight"]
