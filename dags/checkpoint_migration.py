@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from airflow.sdk import DAG, Param, task
 
+from checkpoint_ops.dag_defaults import lifecycle_dag
 from checkpoint_ops.hooks import POSTGRES_CONN_ID, SQLITE_CONN_ID
 from checkpoint_ops.operators.migration import (
     MigrationCatchUpOperator,
@@ -49,11 +48,7 @@ with DAG(
     description="SQLite -> PostgreSQL checkpoint migration: preflight, snapshot, export, import, verify, catch-up, report.",
     doc_md=DOC,
     schedule=None,
-    catchup=False,
-    max_active_runs=1,
-    tags=["checkpoint-ops", "migration"],
-    default_args={"owner": "checkpoint-ops", "retries": 2, "retry_delay": timedelta(seconds=30)},
-    render_template_as_native_obj=True,
+    **lifecycle_dag("migration"),
     params={
         "source": Param(SQLITE_CONN_ID, type="string", minLength=1, title="Source (SQLite)",
                         description="A sqlite connection id, a path to the checkpoint file, or a sqlite:/// URI. "

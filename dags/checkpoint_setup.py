@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from airflow.sdk import DAG, Param, task
 
+from checkpoint_ops.dag_defaults import lifecycle_dag
 from checkpoint_ops.hooks import KNOWN_STORE_CONN_IDS
 from checkpoint_ops.operators.setup import CheckpointSetupOperator
 
@@ -33,11 +32,7 @@ with DAG(
     description="Create or upgrade LangGraph checkpoint schemas (SQLite WAL, PostgresSaver, PostgresStore).",
     doc_md=DOC,
     schedule=None,
-    catchup=False,
-    max_active_runs=1,
-    tags=["checkpoint-ops", "setup"],
-    default_args={"owner": "checkpoint-ops", "retries": 2, "retry_delay": timedelta(seconds=30)},
-    render_template_as_native_obj=True,
+    **lifecycle_dag("setup"),
     params={
         "stores": Param(
             [],
