@@ -6,7 +6,6 @@ import json
 import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
-from dataclasses import asdict
 from typing import Any, Callable
 
 from include.checkpoint_core.migration.batches import BatchInfo, Manifest, read_batch
@@ -63,7 +62,7 @@ def import_group(
             return prepare_batch(info.table, info.number, info.sha256, rows, fail_on_reject=fail_on_reject)
 
         # Read and transcode the next batch while PostgreSQL loads this one: the two halves use
-        # different cores, and the loop holds at most two batches in memory.
+        # different cores, and at most two prepared batches are held in memory.
         upcoming = reader.submit(prepare, todo[0]) if todo else None
         for i in range(len(todo)):
             batch = upcoming.result()
@@ -202,7 +201,3 @@ def catch_up(
         log(f"the app is still writing: {moved} rows arrived in the last of {max_rounds} rounds; "
             "stop it (or run catch_up again) before cutting over")
     return {"rounds": rounds, "tables": cu.totals, "watermarks": marks, "converged": converged, **reconciled}
-
-
-def summarize_batches(results: list[BatchResult]) -> list[dict]:
-    return [asdict(r) for r in results]

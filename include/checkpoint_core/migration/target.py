@@ -299,13 +299,6 @@ def load_prepared(conn: psycopg.Connection, migration_id: str, batch: PreparedBa
     return result
 
 
-def import_batch(
-    conn: psycopg.Connection, migration_id: str, table: str, number: int, sha256: str, rows: list, *, fail_on_reject: bool
-) -> BatchResult:
-    """Transcode and load one batch exactly once (see ``load_prepared``)."""
-    return load_prepared(conn, migration_id, prepare_batch(table, number, sha256, rows, fail_on_reject=fail_on_reject))
-
-
 def imported_batches(conn: psycopg.Connection, migration_id: str) -> dict[tuple[str, int], dict]:
     rows = conn.execute(
         "SELECT table_name, batch_no, sha256, rows_read, rows_imported, rows_rejected, seconds "
