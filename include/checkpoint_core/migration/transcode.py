@@ -270,17 +270,11 @@ def split_checkpoint(
     return document, tuple(blobs), meta
 
 
-def transcode_checkpoint(
-    thread_id: str,
-    checkpoint_ns: str,
-    checkpoint_id: str,
-    parent_checkpoint_id: str | None,
-    type_: str | None,
-    blob: bytes,
-    metadata: Any,
-) -> PgCheckpoint:
-    """One SqliteSaver ``checkpoints`` row as PostgresSaver would have stored it."""
-    document, blobs, meta = split_checkpoint(thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, type_, blob, metadata)
+def transcode_checkpoint(*row: Any) -> PgCheckpoint:
+    """One SqliteSaver ``checkpoints`` row (the columns ``split_checkpoint`` takes, in order) as
+    PostgresSaver would have stored it."""
+    document, blobs, meta = split_checkpoint(*row)
+    thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id = row[:4]
     return PgCheckpoint(
         thread_id=thread_id,
         checkpoint_ns=checkpoint_ns,
