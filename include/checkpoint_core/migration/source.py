@@ -124,8 +124,25 @@ def take_snapshot(source: str | Path, dest: str | Path) -> Snapshot:
 MAX_BATCH_BYTES = 64 * 1024 * 1024
 
 
-def _row_bytes(row: tuple) -> int:
-    return sum(len(v) for v in row if isinstance(v, (bytes, str)))
+# The columns that carry a row's bulk: enough to bound a batch's memory without measuring every field.
+BULK_COLUMNS = {"checkpoints": (5, 6), "writes": (8,), "store": (2,)}
+FETCH_ROWS = 100  # rows read at a time while a batch is filled, so one batch never overshoots by much
+
+
+def _cut(rows: list[tuple], table: str, budget: int) -> tuple[list[tuple], bool, int]:
+    """The leading ``rows`` whose bulk fits ``budget`` (the row that crosses it included), whether
+    the list was cut there, and the bytes they use."""
+    cols = BULK_COLUMNS[table]
+    sizes = [sum(len(r[c]) for c in cols if r[c] is not None) for r in rows]
+    total = sum(sizes)
+    if total < budget:
+        return rows, False, total
+    total = 0
+    for i, size in enumerate(sizes):
+        total += size
+        if total >= budget:
+            return rows[: i + 1], True, total
+    return rows, False, total  # pragma: no cover - the sum said otherwise
 
 
 def iter_batches(
@@ -162,17 +179,17 @@ def iter_batches(
             f"SELECT {select} FROM {table} WHERE {' AND '.join(clause)} ORDER BY {key_list} LIMIT ?",
             (*args, batch_size),
         )
-        rows, size = [], 0
-        for row in cursor:
-            rows.append(row)
-            size += _row_bytes(row)
-            if size >= max_bytes:
-                break
+        rows: list[tuple] = []
+        budget, was_cut = max_bytes, False
+        while not was_cut and (chunk := cursor.fetchmany(FETCH_ROWS)):
+            kept, was_cut, used = _cut(chunk, table, budget)
+            rows.extend(kept)
+            budget -= used
         cursor.close()
         if not rows:
             return
         yield rows
-        if len(rows) < batch_size and size < max_bytes:
+        if not (len(rows) == batch_size or was_cut):
             return
         last = tuple(rows[-1][i] for i in key_idx)
 
