@@ -47,7 +47,7 @@ def source_digests(conn: sqlite3.Connection, thread_ids: list[str], *, batch_siz
     many checkpoints reference each blob (a blob is expected while one of them is).
 
     Checkpoint documents are compared as the Python data the JSON is made from, skipping a
-    serialise-and-parse round trip per row; ``exact_checkpoint_digests`` settles the few rows
+    serialise-and-parse round trip per row; ``settle_disagreements`` settles the few rows
     where that shortcut and the target disagree (e.g. a row JSONB had to refuse).
     """
     out: Digests = {"checkpoints": {}, "blobs": {}, "writes": {}}
@@ -75,6 +75,20 @@ def source_digests(conn: sqlite3.Connection, thread_ids: list[str], *, batch_siz
                 continue
             out["writes"][(w[0], w[1], w[2], w[3], w[5])] = (w[4], w[6], w[7], _sha(w[8]))
     return out, rejected, refs
+
+
+def settle_disagreements(conn: sqlite3.Connection, want: Digests, have: Digests, refs: dict) -> int:
+    """Recompute, by the exact path, every checkpoint where the fast digest and the target
+    disagree; forget those PostgreSQL refused (and their blobs). Returns how many it refused."""
+    suspects = [k for k, d in want["checkpoints"].items() if have["checkpoints"].get(k) != d]
+    refused = 0
+    for key, exact in exact_checkpoint_digests(conn, suspects).items():
+        if exact is None:  # refused by PostgreSQL: rightly absent
+            drop_checkpoint(want, refs, key)
+            refused += 1
+        else:
+            want["checkpoints"][key] = exact
+    return refused
 
 
 def drop_checkpoint(want: Digests, refs: dict, key: tuple) -> None:

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import shutil
-import sqlite3
 import tempfile
-from contextlib import closing
 from pathlib import Path
 from typing import Any, Callable
 
 from include.checkpoint_core.migration.batches import Manifest, read_manifest, write_batch, write_manifest
 from include.checkpoint_core.migration.source import TABLES, Snapshot, iter_batches, take_snapshot
+from include.checkpoint_core.sqlite_store import open_sqlite_readonly
 
 SNAPSHOT_FILE = "snapshot.sqlite"
 
@@ -68,7 +67,7 @@ def export_batches(snapshot_path: Path, folder: Any, snapshot_info: dict, *, bat
         schema_version=snapshot_info["schema_version"],
     )
     tables = [t for t in TABLES if include_store or t != "store"]
-    with closing(sqlite3.connect(f"{snapshot_path.resolve().as_uri()}?mode=ro", uri=True)) as conn:
+    with open_sqlite_readonly(snapshot_path) as conn:
         for table in tables:
             columns, key = TABLES[table]
             key_idx = [columns.index(k) for k in key]

@@ -10,7 +10,14 @@ from typing import Any, Callable
 
 from include.checkpoint_core.migration.batches import BatchInfo, Manifest, read_batch
 from include.checkpoint_core.migration.digests import chunks
-from include.checkpoint_core.migration.source import TABLES, iter_batches, select_list, source_tables, thread_ids
+from include.checkpoint_core.migration.source import (
+    TABLES,
+    iter_batches,
+    max_rowids,
+    select_list,
+    source_tables,
+    thread_ids,
+)
 from include.checkpoint_core.migration.target import (
     RECORD_REJECT_SQL,
     BatchResult,
@@ -174,7 +181,6 @@ def catch_up(
         ensure_bookkeeping(pg)
         prepare_session(pg)
         cu = _CatchUp(pg, manifest.migration_id, tables, fail_on_reject)
-        present = source_tables(src)
         marks = dict(manifest.watermarks)
         for r in pg.execute("SELECT table_name, watermark FROM checkpoint_ops_migration_catchup WHERE migration_id = %s",
                             (manifest.migration_id,)).fetchall():
@@ -182,8 +188,9 @@ def catch_up(
         while rounds < max_rounds:
             rounds += 1
             moved = 0
-            for table in [t for t in tables if t in present]:
-                top = src.execute(f"SELECT COALESCE(MAX(rowid), 0) FROM {table}").fetchone()[0]
+            tops = max_rowids(src)
+            for table in [t for t in tables if t in tops]:
+                top = tops[table]
                 if top > marks.get(table, 0):
                     for rows in _rowid_batches(src, table, marks.get(table, 0), top, batch_size):
                         moved += cu.upsert(table, rows)
@@ -193,7 +200,7 @@ def catch_up(
             if moved == 0:
                 break
         reconciled = _reconcile_threads(src, cu, batch_size, log)
-        if "store" in tables and "store" in present:
+        if "store" in tables and "store" in source_tables(src):
             for rows in iter_batches(src, "store", batch_size):
                 cu.upsert("store", rows, new_rows=False)  # unchanged items are skipped by the upsert's WHERE
     converged = moved == 0

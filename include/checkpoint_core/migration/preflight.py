@@ -90,11 +90,9 @@ def find_conflicts(src: sqlite3.Connection, target_dsn: str, *, limit: int = 20)
             if not present:
                 continue
             shared = [r["thread_id"] for r in present]
-            want, _, _ = digests.source_digests(src, shared)
+            want, _, refs = digests.source_digests(src, shared)
             have = digests.target_digests(pg, shared)
-            suspects = [k for k, d in want["checkpoints"].items() if k in have["checkpoints"] and have["checkpoints"][k] != d]
-            for key, exact in digests.exact_checkpoint_digests(src, suspects).items():
-                want["checkpoints"][key] = exact
+            digests.settle_disagreements(src, want, have, refs)
             for table in ("checkpoints", "writes", "blobs"):
                 for key, digest in want[table].items():
                     if key in have[table]:

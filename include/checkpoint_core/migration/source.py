@@ -80,7 +80,8 @@ def table_counts(conn: sqlite3.Connection) -> dict[str, int]:
     return counts
 
 
-def _max_rowids(conn: sqlite3.Connection) -> dict[str, int]:
+def max_rowids(conn: sqlite3.Connection) -> dict[str, int]:
+    """Each present table's highest rowid: the snapshot's watermarks, and catch-up's next ones."""
     tables = source_tables(conn)
     return {t: conn.execute(f"SELECT COALESCE(MAX(rowid), 0) FROM {t}").fetchone()[0] for t in TABLES if t in tables}
 
@@ -107,7 +108,7 @@ def take_snapshot(source: str | Path, dest: str | Path) -> Snapshot:
     with open_sqlite_readonly(src_path) as src, closing(sqlite3.connect(tmp)) as out:
         src.backup(out, pages=-1)
         out.execute("PRAGMA journal_mode=DELETE")  # a single self-contained file
-        watermarks = _max_rowids(out)
+        watermarks = max_rowids(out)
         counts = table_counts(out)
         schema = read_schema(out, tmp)
     tmp.replace(dest_path)

@@ -4,7 +4,6 @@ CheckpointTuples read back through SqliteSaver and PostgresSaver."""
 from __future__ import annotations
 
 import random
-import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from pathlib import Path
@@ -13,6 +12,7 @@ from typing import Callable
 from include.checkpoint_core.migration import digests
 from include.checkpoint_core.migration.source import source_tables, thread_ids
 from include.checkpoint_core.postgres_store import connect_postgres
+from include.checkpoint_core.sqlite_store import open_sqlite_readonly
 
 SEMANTIC_CHECKPOINTS_PER_THREAD = 25
 
@@ -59,8 +59,7 @@ def semantic_check(snapshot: Path, target_dsn: str, threads: list[str], *, skip:
     from langgraph.checkpoint.sqlite import SqliteSaver
 
     problems: list[dict] = []
-    with closing(sqlite3.connect(f"{snapshot.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False)) as conn, \
-            closing(connect_postgres(target_dsn)) as pg:
+    with open_sqlite_readonly(snapshot) as conn, closing(connect_postgres(target_dsn)) as pg:
         lite, post = SqliteSaver(conn), PostgresSaver(pg)
         lite.is_setup = True  # read-only snapshot: SqliteSaver.setup() would try to write
         for tid in threads:
@@ -92,8 +91,7 @@ def verify(snapshot: Path, target_dsn: str, *, mode: str = "sample", sample_thre
     the target has (once catch-up has copied what the app wrote after the snapshot).
     """
     rejected = rejected or {}
-    with closing(sqlite3.connect(f"{snapshot.resolve().as_uri()}?mode=ro", uri=True)) as src, \
-            closing(connect_postgres(target_dsn)) as pg:
+    with open_sqlite_readonly(snapshot) as src, closing(connect_postgres(target_dsn)) as pg:
         all_threads = thread_ids(src)
         if mode == "full":
             checked = all_threads
@@ -113,14 +111,7 @@ def verify(snapshot: Path, target_dsn: str, *, mode: str = "sample", sample_thre
                     pending = pool.submit(digests.target_digests, pg, chunk)
                 want, chunk_rejected, refs = digests.source_digests(src, chunk)
                 have = pending.result()
-                suspects = [k for k, d in want["checkpoints"].items() if have["checkpoints"].get(k) != d]
-                for key, exact in digests.exact_checkpoint_digests(src, suspects).items():
-                    if exact is None:  # refused by PostgreSQL: rightly absent
-                        digests.drop_checkpoint(want, refs, key)
-                        chunk_rejected += 1
-                    else:
-                        want["checkpoints"][key] = exact
-                source_rejected += chunk_rejected
+                source_rejected += chunk_rejected + digests.settle_disagreements(src, want, have, refs)
                 pending = pool.submit(digests.target_digests, pg, chunk_list[i + 1]) if i + 1 < len(chunk_list) else None
                 for table, res in digests.compare(want, have).items():
                     agg = totals.setdefault(table, {"expected": 0, "found": 0, "missing": 0, "different": 0, "extra": 0,
