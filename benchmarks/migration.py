@@ -234,7 +234,7 @@ def main() -> int:
         big = scale_source(src, args.scale)
         bc = counts(big)
         big_run = run_child(big)
-        print(f"\npeak RSS of export+import+verify (fresh process each):")
+        print("\npeak RSS of export+import+verify (fresh process each):")
         print(f"  {c['checkpoints']:>9,} checkpoints: {main_run['peak_rss_mb']:8.0f} MB")
         print(f"  {bc['checkpoints']:>9,} checkpoints: {big_run['peak_rss_mb']:8.0f} MB   "
               f"(x{big_run['peak_rss_mb'] / main_run['peak_rss_mb']:.2f} for x{bc['checkpoints'] / c['checkpoints']:.0f} the rows; "

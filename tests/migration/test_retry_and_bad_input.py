@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import socket
 import sqlite3
 import threading
@@ -14,9 +13,8 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from include.checkpoint_core import errors
-from include.checkpoint_core.migration import export, load, preflight
+from include.checkpoint_core.migration import load, preflight
 from include.checkpoint_core.migration.transcode import Rejected
-from include.checkpoint_core.postgres_store import setup_postgres
 from tests.conftest import PG_ADMIN_DSN
 from tests.migration.helpers import migrate, sha256, target_fingerprint, verify_full
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 
-import ormsgpack
 import pytest
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.checkpoint.serde.types import _DeltaSnapshot
