@@ -1,0 +1,97 @@
+"""What a prune run is asked to do, and what it reports.
+
+Age comes from the checkpoint id: LangGraph ids are uuid6, whose text sorts by creation
+time, so "older than the retention" is ``checkpoint_id < cutoff_id`` — an index range scan
+in both backends, with no JSON or msgpack decoding.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta, timezone
+
+STRATEGIES = ("keep_latest", "delete")
+_UUID_EPOCH_OFFSET = 0x01B21DD213814000  # 100 ns intervals from 1582-10-15 to 1970-01-01
+
+
+def uuid6_floor(moment: datetime) -> str:
+    """The smallest uuid6 text for ``moment``: every id minted before it sorts below."""
+    ticks = int((moment - datetime(1970, 1, 1, tzinfo=timezone.utc)) / timedelta(microseconds=1)) * 10
+    ticks += _UUID_EPOCH_OFFSET
+    high, low = ticks >> 12, ticks & 0xFFF
+    return f"{high >> 16:08x}-{high & 0xFFFF:04x}-6{low:03x}-0000-000000000000"
+
+
+@dataclass(frozen=True)
+class PrunePolicy:
+    """The knobs of one run; ``validate`` turns a bad value into a message that says what to do."""
+
+    retention_days: float = 30
+    strategy: str = "keep_latest"
+    protect_interrupted: bool = True
+    max_threads: int = 10_000  # the sweep limit: threads changed per run
+    batch_size: int = 100  # threads per short transaction
+    dry_run: bool = False
+    vacuum: str = "auto"  # auto | full | off (SQLite VACUUM; PostgreSQL always runs VACUUM (ANALYZE) unless off)
+    now: datetime | None = None
+
+    def validate(self) -> "PrunePolicy":
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {STRATEGIES}, not {self.strategy!r}.")
+        if not self.retention_days >= 0:
+            raise ValueError(f"retention_days must be 0 or more, not {self.retention_days!r}.")
+        if self.max_threads < 1 or self.batch_size < 1:
+            raise ValueError("max_threads and batch_size must be at least 1.")
+        if self.vacuum not in ("auto", "full", "off"):
+            raise ValueError(f"vacuum must be auto, full or off, not {self.vacuum!r}.")
+        return self
+
+    @property
+    def cutoff(self) -> datetime:
+        return (self.now or datetime.now(timezone.utc)) - timedelta(days=self.retention_days)
+
+    @property
+    def cutoff_id(self) -> str:
+        return uuid6_floor(self.cutoff)
+
+
+@dataclass
+class PruneReport:
+    """Counts for one store; the task log line and the XCom summary are made from it."""
+
+    store: str
+    kind: str
+    strategy: str
+    dry_run: bool
+    cutoff: str
+    threads_examined: int = 0
+    threads_trimmed: int = 0  # old history removed, the thread lives on
+    threads_deleted: int = 0  # idle threads dropped whole (strategy=delete)
+    threads_protected: int = 0  # paused on an interrupt, left as they are
+    threads_skipped_delta: int = 0  # use a DeltaChannel: keep_latest would corrupt them
+    threads_busy: int = 0  # changed by the app under the prune; the next run picks them up
+    checkpoints_deleted: int = 0
+    writes_deleted: int = 0
+    blobs_deleted: int = 0
+    orphan_writes_deleted: int = 0
+    orphan_blobs_deleted: int = 0
+    store_items_expired: int = 0
+    sweep_limit_reached: bool = False
+    bytes_before: int = 0
+    bytes_after: int = 0
+    space: dict = field(default_factory=dict)
+    seconds: float = 0.0
+    _started: float = field(default_factory=time.perf_counter, repr=False)
+
+    def add(self, counts: dict[str, int]) -> None:
+        for key, value in counts.items():
+            setattr(self, key, getattr(self, key) + value)
+
+    def finish(self) -> dict:
+        self.seconds = round(time.perf_counter() - self._started, 3)
+        d = asdict(self)
+        d.pop("_started")
+        d["bytes_reclaimed"] = self.bytes_before - self.bytes_after
+        d["rate_checkpoints_per_s"] = round(self.checkpoints_deleted / self.seconds, 1) if self.seconds else 0.0
+        return d

@@ -1,0 +1,271 @@
+"""Pruning for PostgresSaver databases, built on LangGraph's own prune statements.
+
+``PostgresSaver.prune`` keeps only each namespace's latest checkpoint, with no age bound and
+no counts. A retention policy needs both: a thread that is still in use keeps its recent
+history, a dry run must say what would go, and the report must say what went. So each thread
+runs LangGraph's statements (``PRUNE_HEADS_SQL``, its DeltaChannel check, its blob
+bookkeeping) with an age bound added, in one short REPEATABLE READ transaction: what the app
+commits meanwhile is invisible to the prune, so it is neither seen nor deleted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import psycopg
+from langgraph.checkpoint.postgres.base import (
+    PRUNE_BLOBS_SQL,
+    PRUNE_DELTA_THREADS_SQL,
+    PRUNE_HEADS_SQL,
+    PRUNE_REFERENCED_BLOBS_SQL,
+    PRUNE_SNAPSHOT_SQL,
+    _garbage_blobs,
+)
+from psycopg.rows import dict_row
+
+from include.checkpoint_core.errors import NotACheckpointStore
+from include.checkpoint_core.postgres_store import connect_postgres, describe_dsn
+from include.checkpoint_core.pruning.policy import PrunePolicy, PruneReport
+from include.checkpoint_core.pruning.threads import ERROR, INTERRUPT, Heads, decide, doomed_calls, is_paused
+
+TABLES = ("checkpoints", "checkpoint_blobs", "checkpoint_writes")
+CANDIDATES_SQL = """
+SELECT DISTINCT c.thread_id FROM checkpoints c
+WHERE c.checkpoint_id < %(cutoff)s AND (%(delete)s OR EXISTS (
+    SELECT 1 FROM checkpoints d
+    WHERE d.thread_id = c.thread_id AND d.checkpoint_ns = c.checkpoint_ns AND d.checkpoint_id > c.checkpoint_id
+))
+"""
+ROOT_PENDING_SQL = """
+SELECT v.key FROM checkpoints c
+CROSS JOIN LATERAL jsonb_each_text(c.checkpoint -> 'channel_versions') AS v
+WHERE c.thread_id = %s AND c.checkpoint_ns = '' AND c.checkpoint_id = %s
+AND (v.key = '__start__' OR v.key LIKE 'branch:%%' OR v.key LIKE 'start:%%')
+AND (c.checkpoint -> 'channel_values' ? v.key OR EXISTS (
+    SELECT 1 FROM checkpoint_blobs b
+    WHERE b.thread_id = c.thread_id AND b.checkpoint_ns = '' AND b.channel = v.key
+    AND b.version = v.value AND b.type <> 'empty'
+))
+"""
+HEAD_WRITES_SQL = """
+SELECT DISTINCT channel FROM checkpoint_writes
+WHERE thread_id = %s AND checkpoint_id = ANY(%s) AND channel = ANY(%s)
+"""
+DOOMED_SQL = """
+SELECT checkpoint_id FROM checkpoints
+WHERE thread_id = %s AND checkpoint_ns = %s AND checkpoint_id < %s AND checkpoint_id <> ALL(%s)
+"""
+DELETE_WRITES_SQL = "DELETE FROM checkpoint_writes WHERE thread_id = %s AND checkpoint_ns = %s AND checkpoint_id = ANY(%s)"
+DELETE_CHECKPOINTS_SQL = """
+WITH deleted AS (
+    DELETE FROM checkpoints WHERE thread_id = %s AND checkpoint_ns = %s AND checkpoint_id = ANY(%s)
+    RETURNING checkpoint -> 'channel_versions' AS versions
+)
+SELECT (SELECT COUNT(*) FROM deleted) AS n, v.key AS channel, v.value AS version
+FROM deleted CROSS JOIN LATERAL jsonb_each_text(deleted.versions) AS v
+"""
+UNPARENT_SQL = """
+UPDATE checkpoints SET parent_checkpoint_id = NULL
+WHERE thread_id = %s AND checkpoint_ns = %s AND parent_checkpoint_id = ANY(%s)
+"""
+THREAD_BLOBS_SQL = "SELECT checkpoint_ns, channel, version FROM checkpoint_blobs WHERE thread_id = %s"
+THREAD_REFERENCED_SQL = """
+SELECT c.checkpoint_ns, v.key AS channel, v.value AS version FROM checkpoints c
+CROSS JOIN LATERAL jsonb_each_text(c.checkpoint -> 'channel_versions') AS v
+WHERE c.thread_id = %s
+"""
+ORPHAN_WRITES_SQL = """
+SELECT w.ctid FROM checkpoint_writes w
+WHERE w.checkpoint_id < %s AND NOT EXISTS (
+    SELECT 1 FROM checkpoints c
+    WHERE c.thread_id = w.thread_id AND c.checkpoint_ns = w.checkpoint_ns AND c.checkpoint_id = w.checkpoint_id
+) LIMIT %s
+"""
+
+
+def _heads(cur, thread_id: str) -> Heads:
+    heads = Heads()
+    for r in cur.execute(PRUNE_HEADS_SQL, (thread_id,) * 4, prepare=False).fetchall():
+        heads.head[r["checkpoint_ns"]] = r["head"]
+        if r["sends_parent"]:
+            heads.sends_parent[r["checkpoint_ns"]] = r["sends_parent"]
+        if r["checkpoint_ns"] and r["root"] and r["root_saved"]:
+            heads.root[r["checkpoint_ns"]] = r["root"]
+    return heads
+
+
+def _delete_namespace_ids(cur, thread_id: str, ns: str, ids: list[str]) -> dict[str, int]:
+    counts = {"writes_deleted": cur.execute(DELETE_WRITES_SQL, (thread_id, ns, ids), prepare=False).rowcount}
+    freed = cur.execute(DELETE_CHECKPOINTS_SQL, (thread_id, ns, ids), prepare=False).fetchall()
+    counts["checkpoints_deleted"] = freed[0]["n"] if freed else len(ids)
+    cur.execute(UNPARENT_SQL, (thread_id, ns, ids), prepare=False)
+    blobs = 0
+    if freed:
+        referenced = cur.execute(PRUNE_REFERENCED_BLOBS_SQL, (thread_id, ns), prepare=False).fetchall()
+        for channel, versions in _garbage_blobs(freed, referenced).items():
+            blobs += cur.execute(PRUNE_BLOBS_SQL, (thread_id, ns, channel, versions), prepare=False).rowcount
+    counts["blobs_deleted"] = blobs
+    return counts
+
+
+def _sweep_orphan_blobs(cur, thread_id: str) -> int:
+    """Blobs no checkpoint of their namespace references. Only versions below the newest one
+    referenced for that channel: a newer one may belong to a checkpoint the app is saving right
+    now (PostgresSaver writes blobs before their checkpoint)."""
+    referenced, newest = set(), {}
+    for r in cur.execute(THREAD_REFERENCED_SQL, (thread_id,), prepare=False).fetchall():
+        key = (r["checkpoint_ns"], r["channel"])
+        referenced.add((*key, r["version"]))
+        newest[key] = max(newest.get(key, ""), r["version"])
+    garbage: dict[tuple[str, str], list[str]] = {}
+    for r in cur.execute(THREAD_BLOBS_SQL, (thread_id,), prepare=False).fetchall():
+        key = (r["checkpoint_ns"], r["channel"])
+        if (*key, r["version"]) not in referenced and key in newest and r["version"] < newest[key]:
+            garbage.setdefault(key, []).append(r["version"])
+    return sum(
+        cur.execute(PRUNE_BLOBS_SQL, (thread_id, ns, channel, versions), prepare=False).rowcount
+        for (ns, channel), versions in garbage.items()
+    )
+
+
+def prune_thread(cur, thread_id: str, policy: PrunePolicy) -> dict[str, int]:
+    """Prune one thread; the caller owns the transaction (REPEATABLE READ, set first)."""
+    heads = _heads(cur, thread_id)
+    if not heads.head:
+        return {}
+    head_ids = list(heads.head.values())
+    head_writes = {
+        r["channel"] for r in cur.execute(HEAD_WRITES_SQL, (thread_id, head_ids, [INTERRUPT, ERROR]), prepare=False)
+    }
+    pending = [r["key"] for r in cur.execute(ROOT_PENDING_SQL, (thread_id, heads.head.get("", "")), prepare=False)]
+    delta = bool(cur.execute(PRUNE_DELTA_THREADS_SQL, ([thread_id], [thread_id]), prepare=False).fetchall())
+    action = decide(
+        heads, policy.cutoff_id, strategy=policy.strategy, paused=is_paused(pending, head_writes),
+        delta=delta, protect=policy.protect_interrupted,
+    )
+    if action == "protect":
+        return {"threads_protected": 1}
+    if action == "skip_delta":
+        return {"threads_skipped_delta": 1}
+    if action == "delete":
+        counts = {"threads_deleted": 1}
+        for table, key in zip(TABLES, ("checkpoints_deleted", "blobs_deleted", "writes_deleted")):
+            counts[key] = cur.execute(f"DELETE FROM {table} WHERE thread_id = %s", (thread_id,)).rowcount
+        return counts
+    counts = {"checkpoints_deleted": 0, "writes_deleted": 0, "blobs_deleted": 0}
+    doomed = {
+        ns: [r["checkpoint_id"] for r in cur.execute(DOOMED_SQL, (thread_id, ns, policy.cutoff_id, list(heads.kept(ns))), prepare=False)]
+        for ns in heads.head
+    }
+    calls = doomed_calls(heads, set(doomed.get("", ())))
+    if calls:
+        for table, key in zip(TABLES, ("checkpoints_deleted", "blobs_deleted", "writes_deleted")):
+            counts[key] += cur.execute(
+                f"DELETE FROM {table} WHERE thread_id = %s AND checkpoint_ns = ANY(%s)", (thread_id, list(calls))
+            ).rowcount
+    for ns, ids in doomed.items():
+        if ids and ns not in calls:
+            for key, value in _delete_namespace_ids(cur, thread_id, ns, ids).items():
+                counts[key] += value
+    if counts["checkpoints_deleted"]:
+        counts["threads_trimmed"] = 1
+    counts["orphan_blobs_deleted"] = _sweep_orphan_blobs(cur, thread_id)
+    return counts
+
+
+def relation_bytes(conn: psycopg.Connection) -> int:
+    row = conn.execute(
+        "SELECT COALESCE(SUM(pg_total_relation_size(c.oid)), 0) AS n FROM pg_class c "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = current_schema() AND c.relname = ANY(%s)",
+        (list(TABLES),),
+    ).fetchone()
+    return int(row["n"])
+
+
+def _sweep_orphan_writes(conn: psycopg.Connection, cutoff: str, dry_run: bool, batch: int = 1000) -> int:
+    if dry_run:
+        return len(conn.execute(ORPHAN_WRITES_SQL, (cutoff, 10**9)).fetchall())
+    total = 0
+    while True:
+        with conn.transaction():
+            n = conn.execute(
+                f"DELETE FROM checkpoint_writes WHERE ctid = ANY(ARRAY({ORPHAN_WRITES_SQL}))", (cutoff, batch)
+            ).rowcount
+        total += n
+        if n < batch:
+            return total
+
+
+def _sweep_store(conn: psycopg.Connection, dry_run: bool) -> int:
+    has_ttl = conn.execute(
+        "SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema() "
+        "AND table_name = 'store' AND column_name = 'expires_at'"
+    ).fetchone()
+    if not has_ttl:
+        return 0
+    if dry_run:
+        return conn.execute("SELECT COUNT(*) AS n FROM store WHERE expires_at IS NOT NULL AND expires_at < NOW()").fetchone()["n"]
+    from langgraph.store.postgres import PostgresStore
+
+    return PostgresStore(conn).sweep_ttl()
+
+
+def prune_postgres(dsn: str, policy: PrunePolicy, report: PruneReport, log: Callable[[str], None]) -> None:
+    where = describe_dsn(dsn)
+    with connect_postgres(dsn, autocommit=True, row_factory=dict_row) as conn:
+        missing = [t for t in TABLES if not conn.execute("SELECT to_regclass(%s) AS r", (t,)).fetchone()["r"]]
+        if missing:
+            raise NotACheckpointStore(
+                f"{where} has no {', '.join(missing)} table(s).",
+                hint="Point the connection at the PostgresSaver database, or run checkpoint_setup first.",
+            )
+        report.bytes_before = relation_bytes(conn)
+        cutoff = policy.cutoff_id
+        candidates = [
+            r["thread_id"]
+            for r in conn.execute(CANDIDATES_SQL, {"cutoff": cutoff, "delete": policy.strategy == "delete"})
+        ]
+        log(f"{len(candidates):,} threads hold checkpoints older than {policy.cutoff:%Y-%m-%d %H:%M} UTC")
+        changed = 0
+        for n, thread_id in enumerate(candidates, 1):
+            if changed >= policy.max_threads:
+                report.sweep_limit_reached = True
+                break
+            counts = _prune_one(conn, thread_id, policy)
+            report.threads_examined += 1
+            report.add(counts)
+            changed += bool(counts.get("threads_trimmed") or counts.get("threads_deleted"))
+            if n % policy.batch_size == 0:
+                log(f"{n:,}/{len(candidates):,} threads, {report.checkpoints_deleted:,} checkpoints")
+        report.orphan_writes_deleted = _sweep_orphan_writes(conn, cutoff, policy.dry_run)
+        report.store_items_expired = _sweep_store(conn, policy.dry_run)
+        if not policy.dry_run and policy.vacuum != "off":
+            conn.execute(f"VACUUM (ANALYZE) {', '.join(TABLES)}")
+            report.space = {"vacuum": "VACUUM (ANALYZE) " + ", ".join(TABLES)}
+        report.bytes_after = relation_bytes(conn)
+
+
+class _Rollback(Exception):
+    pass
+
+
+def _prune_one(conn: psycopg.Connection, thread_id: str, policy: PrunePolicy, attempts: int = 3) -> dict[str, int]:
+    """One thread, one transaction; a clash with the app's writes is retried, then left for the
+    next run (counted as busy) rather than failing the whole prune."""
+    for attempt in range(attempts):
+        counts: dict[str, int] = {}
+        try:
+            with conn.transaction(), conn.cursor() as cur:
+                cur.execute(PRUNE_SNAPSHOT_SQL)
+                counts = prune_thread(cur, thread_id, policy)
+                if policy.dry_run:
+                    raise _Rollback
+        except _Rollback:
+            pass
+        except (psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetected):
+            if attempt + 1 == attempts:
+                return {"threads_busy": 1}
+            continue
+        return counts
+    return {"threads_busy": 1}

@@ -1,0 +1,104 @@
+"""Stores filled by the sample agent with threads 1 to 90 days old, on both backends."""
+
+from __future__ import annotations
+
+from contextlib import closing, contextmanager
+
+import pytest
+
+from include.checkpoint_core.stores import StoreTarget
+
+AGED = dict(threads=30, turns=2, interrupted=0.2, crashed=0.1, min_age_days=1, max_age_days=90, seed=5)
+
+
+@contextmanager
+def open_saver(target: StoreTarget):
+    """The app's view of a store: a real saver (and store) on it."""
+    if target.kind == "sqlite":
+        from langgraph.checkpoint.sqlite import SqliteSaver
+        from langgraph.store.sqlite import SqliteStore
+
+        from include.checkpoint_core.sqlite_store import connect_sqlite
+
+        with closing(connect_sqlite(target.location)) as conn, closing(connect_sqlite(target.location, autocommit=True)) as sc:
+            yield SqliteSaver(conn), SqliteStore(sc)
+            conn.commit()
+    else:
+        from langgraph.checkpoint.postgres import PostgresSaver
+        from langgraph.store.postgres import PostgresStore
+
+        from include.checkpoint_core.postgres_store import open_postgres_pool
+
+        with closing(open_postgres_pool(target.location)) as pool:
+            yield PostgresSaver(pool), PostgresStore(pool)
+
+
+def new_store(kind: str, request, tmp_path) -> StoreTarget:
+    from include.checkpoint_core.stores import setup_store
+
+    if kind == "sqlite":
+        target = StoreTarget("sqlite", str(tmp_path / "app.sqlite"), "checkpoints_sqlite")
+    else:
+        target = StoreTarget("postgres", request.getfixturevalue("pg_dsn"), "checkpoints_postgres")
+    setup_store(target)
+    if kind == "sqlite":
+        from langgraph.store.sqlite import SqliteStore
+
+        from include.checkpoint_core.sqlite_store import connect_sqlite
+
+        with closing(connect_sqlite(target.location, autocommit=True)) as sc:
+            SqliteStore(sc).setup()
+    return target
+
+
+@pytest.fixture(scope="session")
+def _aged_templates(tmp_path_factory, pg_admin):
+    """Generate the aged workload once per backend; tests get copies (a file copy, a
+    ``CREATE DATABASE ... TEMPLATE``), so each starts from the same real data in milliseconds."""
+    import uuid
+
+    from include.sample_agent.workload import WorkloadSpec, generate
+    from tests.conftest import _dsn_for
+
+    made, names = {}, []
+
+    class _Req:  # new_store's view of a request, for a session-scoped database
+        def getfixturevalue(self, _):
+            name = f"cpo_tpl_{uuid.uuid4().hex[:12]}"
+            pg_admin.execute(f'CREATE DATABASE "{name}"')
+            names.append(name)
+            return _dsn_for(name)
+
+    for kind in ("sqlite", "postgres"):
+        target = new_store(kind, _Req(), tmp_path_factory.mktemp("aged"))
+        with open_saver(target) as (saver, store):
+            result = generate(saver, WorkloadSpec(**AGED), store)
+        made[kind] = (target, result)
+    yield made
+    for name in names:
+        pg_admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def aged_store(request, tmp_path, _aged_templates, pg_admin):
+    """A private copy of a store with the sample agent's threads aged 1-90 days, and what the
+    generator left open (interrupted, crashed threads)."""
+    import shutil
+    import uuid
+
+    from psycopg.conninfo import conninfo_to_dict
+
+    from tests.conftest import _dsn_for
+
+    template, result = _aged_templates[request.param]
+    if request.param == "sqlite":
+        path = tmp_path / "app.sqlite"
+        shutil.copyfile(template.location, path)
+        yield StoreTarget("sqlite", str(path), template.name), result
+        return
+    name = f"cpo_test_{uuid.uuid4().hex[:12]}"
+    pg_admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{conninfo_to_dict(template.location)["dbname"]}"')
+    try:
+        yield StoreTarget("postgres", _dsn_for(name), template.name), result
+    finally:
+        pg_admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
