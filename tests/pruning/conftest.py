@@ -79,10 +79,9 @@ def _aged_templates(tmp_path_factory, pg_admin):
         pg_admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def aged_store(request, tmp_path, _aged_templates, pg_admin):
-    """A private copy of a store with the sample agent's threads aged 1-90 days, and what the
-    generator left open (interrupted, crashed threads)."""
+@contextmanager
+def aged_copy(kind: str, tmp_path, templates, pg_admin):
+    """A private copy of the aged template of one backend."""
     import shutil
     import uuid
 
@@ -90,8 +89,8 @@ def aged_store(request, tmp_path, _aged_templates, pg_admin):
 
     from tests.conftest import _dsn_for
 
-    template, result = _aged_templates[request.param]
-    if request.param == "sqlite":
+    template, result = templates[kind]
+    if kind == "sqlite":
         path = tmp_path / "app.sqlite"
         shutil.copyfile(template.location, path)
         yield StoreTarget("sqlite", str(path), template.name), result
@@ -102,3 +101,19 @@ def aged_store(request, tmp_path, _aged_templates, pg_admin):
         yield StoreTarget("postgres", _dsn_for(name), template.name), result
     finally:
         pg_admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def aged_store(request, tmp_path, _aged_templates, pg_admin):
+    """A private copy of a store with the sample agent's threads aged 1-90 days, and what the
+    generator left open (interrupted, crashed threads)."""
+    with aged_copy(request.param, tmp_path, _aged_templates, pg_admin) as made:
+        yield made
+
+
+@pytest.fixture
+def aged_stores(tmp_path, _aged_templates, pg_admin):
+    """Both backends at once, for the DAG: {kind: (target, result)}."""
+    with aged_copy("sqlite", tmp_path, _aged_templates, pg_admin) as s, \
+            aged_copy("postgres", tmp_path, _aged_templates, pg_admin) as p:
+        yield {"sqlite": s, "postgres": p}

@@ -1,0 +1,110 @@
+"""Nightly retention and the size audit, one store per task instance."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from airflow.sdk import Context
+
+from checkpoint_ops.operators.base import CheckpointOpsOperator, as_bool
+
+
+class CheckpointPruneOperator(CheckpointOpsOperator):
+    """Apply a retention policy to the store behind ``checkpoint_conn_id``.
+
+    Each thread (PostgreSQL) or batch of threads (SQLite) is its own short transaction, so
+    the app keeps writing, and a retried or cleared task simply finds less to do: running
+    the same policy again deletes nothing more.
+    """
+
+    template_fields: Sequence[str] = (
+        "checkpoint_conn_id", "retention_days", "strategy", "protect_interrupted",
+        "max_threads", "batch_size", "dry_run", "vacuum",
+    )
+
+    def __init__(
+        self,
+        *,
+        checkpoint_conn_id: str,
+        retention_days: float | str = 30,
+        strategy: str = "keep_latest",
+        protect_interrupted: bool | str = True,
+        max_threads: int | str = 10_000,
+        batch_size: int | str = 100,
+        dry_run: bool | str = False,
+        vacuum: str = "auto",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.checkpoint_conn_id = checkpoint_conn_id
+        self.retention_days = retention_days
+        self.strategy = strategy
+        self.protect_interrupted = protect_interrupted
+        self.max_threads = max_threads
+        self.batch_size = batch_size
+        self.dry_run = dry_run
+        self.vacuum = vacuum
+
+    def run(self, context: Context) -> dict[str, Any]:
+        from include.checkpoint_core.pruning import PrunePolicy, prune_store
+
+        policy = PrunePolicy(
+            retention_days=float(self.retention_days),
+            strategy=str(self.strategy),
+            protect_interrupted=as_bool(self.protect_interrupted),
+            max_threads=int(self.max_threads),
+            batch_size=int(self.batch_size),
+            dry_run=as_bool(self.dry_run),
+            vacuum=str(self.vacuum),
+        )
+        try:
+            policy.validate()
+        except ValueError as exc:
+            from airflow.sdk.exceptions import AirflowFailException
+
+            raise AirflowFailException(f"{exc} Fix the run's params and trigger it again.") from exc
+        report = prune_store(self.store_target(self.checkpoint_conn_id), policy, log=self.log.info)
+        report["conn_id"] = self.checkpoint_conn_id
+        self.log.info(
+            "%s%s: %s threads trimmed, %s deleted, %s protected, %s skipped (DeltaChannel); "
+            "%s checkpoints, %s writes, %s blobs deleted; %s orphan writes, %s orphan blobs, %s expired "
+            "store items; %s -> %s bytes in %.1fs",
+            self.checkpoint_conn_id, " (dry run: nothing was changed)" if policy.dry_run else "",
+            report["threads_trimmed"], report["threads_deleted"], report["threads_protected"],
+            report["threads_skipped_delta"], report["checkpoints_deleted"], report["writes_deleted"],
+            report["blobs_deleted"], report["orphan_writes_deleted"], report["orphan_blobs_deleted"],
+            report["store_items_expired"], f"{report['bytes_before']:,}", f"{report['bytes_after']:,}",
+            report["seconds"],
+        )
+        if report["sweep_limit_reached"]:
+            self.log.warning("Stopped at the sweep limit of %s threads; the next run carries on.", policy.max_threads)
+        return report
+
+
+class CheckpointSizeAuditOperator(CheckpointOpsOperator):
+    """Report the largest checkpoints of a store and how many exceed the size limit."""
+
+    template_fields: Sequence[str] = ("checkpoint_conn_id", "top_n", "max_bytes")
+
+    def __init__(self, *, checkpoint_conn_id: str, top_n: int | str = 10, max_bytes: int | str = 10 * 1024 * 1024,
+                 **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.checkpoint_conn_id = checkpoint_conn_id
+        self.top_n = top_n
+        self.max_bytes = max_bytes
+
+    def run(self, context: Context) -> dict[str, Any]:
+        from include.checkpoint_core.size_audit import largest_checkpoints
+
+        report = largest_checkpoints(
+            self.store_target(self.checkpoint_conn_id), limit=int(self.top_n), max_bytes=int(self.max_bytes)
+        )
+        for row in report["largest"]:
+            self.log.info("%10s  %s  ns=%r  %s", row["size"], row["thread_id"], row["checkpoint_ns"], row["checkpoint_id"])
+        if report["over_limit"]:
+            self.log.warning(
+                "%s checkpoints are over %s: externalise large values (object storage plus a reference in "
+                "state) and wrap the app's saver in SizeGuardSaver.", report["over_limit"], report["max_size"]
+            )
+        return report
