@@ -69,7 +69,8 @@ with DAG(
         ),
         "batch_size": Param(
             100, type="integer", minimum=1, maximum=10000, title="Batch size (threads)",
-            description="Threads per SQLite transaction (the app's writes wait at most one batch), and between progress lines.",
+            description="Threads per SQLite transaction: the app's writes wait at most one batch. "
+            "PostgreSQL prunes one thread per transaction and ignores it.",
         ),
         "dry_run": Param(
             False, type="boolean", title="Dry run",

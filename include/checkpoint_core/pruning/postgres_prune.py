@@ -25,6 +25,7 @@ from psycopg.rows import dict_row
 
 from include.checkpoint_core.errors import NotACheckpointStore
 from include.checkpoint_core.postgres_store import connect_postgres, describe_dsn
+from include.checkpoint_core.progress import Progress
 from include.checkpoint_core.pruning.policy import PrunePolicy, PruneReport
 from include.checkpoint_core.pruning.threads import ERROR, INTERRUPT, Heads, decide, doomed_calls, is_paused
 
@@ -227,8 +228,8 @@ def prune_postgres(dsn: str, policy: PrunePolicy, report: PruneReport, log: Call
             for r in conn.execute(CANDIDATES_SQL, {"cutoff": cutoff, "delete": policy.strategy == "delete"})
         ]
         log(f"{len(candidates):,} threads hold checkpoints older than {policy.cutoff:%Y-%m-%d %H:%M} UTC")
-        changed = 0
-        for n, thread_id in enumerate(candidates, 1):
+        changed, progress = 0, Progress(len(candidates), "threads", log, label="prune")
+        for thread_id in candidates:
             if changed >= policy.max_threads:
                 report.sweep_limit_reached = True
                 break
@@ -236,8 +237,8 @@ def prune_postgres(dsn: str, policy: PrunePolicy, report: PruneReport, log: Call
             report.threads_examined += 1
             report.add(counts)
             changed += bool(counts.get("threads_trimmed") or counts.get("threads_deleted"))
-            if n % policy.batch_size == 0:
-                log(f"{n:,}/{len(candidates):,} threads, {report.checkpoints_deleted:,} checkpoints")
+            progress.advance()
+        progress.finish()
         report.orphan_writes_deleted = _sweep_orphan_writes(conn, cutoff, policy.dry_run)
         report.store_items_expired = _sweep_store(conn, policy.dry_run)
         if not policy.dry_run and policy.vacuum != "off":

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from include.checkpoint_core.errors import UnsupportedSchema
+from include.checkpoint_core.progress import Progress
 from include.checkpoint_core.migration.transcode import (
     EXT_DELTA_SNAPSHOT,
     RawExt,
@@ -39,6 +40,7 @@ from include.checkpoint_core.sqlite_store import (
 )
 
 CHUNK = 500  # ids per IN (...) list, well under SQLite's parameter limit
+ONLINE_VACUUM_MAX_BYTES = 256 << 20  # VACUUM blocks the app's writes while it rewrites the file
 DELTA_METADATA_SQL = """
 SELECT 1 FROM checkpoints WHERE thread_id = ? AND (
     instr(CAST(metadata AS TEXT), 'counters_since_delta_snapshot') > 0
@@ -226,8 +228,9 @@ def _sweep_store(conn: sqlite3.Connection, dry_run: bool) -> int:
 
 
 def _reclaim(conn: sqlite3.Connection, policy: PrunePolicy) -> dict:
-    """Give space back: a WAL checkpoint always; VACUUM only when a quarter of the file is free
-    (it rewrites the whole file under an exclusive lock); incremental vacuum where enabled."""
+    """Give space back: a WAL checkpoint always; incremental vacuum where the file enables it;
+    otherwise VACUUM only when a quarter of the file is free and the file is small enough to
+    rewrite quickly (it holds the write lock throughout)."""
     page_size = conn.execute("PRAGMA page_size").fetchone()[0]
     free = conn.execute("PRAGMA freelist_count").fetchone()[0] * page_size
     total = conn.execute("PRAGMA page_count").fetchone()[0] * page_size
@@ -236,6 +239,11 @@ def _reclaim(conn: sqlite3.Connection, policy: PrunePolicy) -> dict:
         if conn.execute("PRAGMA auto_vacuum").fetchone()[0] == 2:
             conn.execute("PRAGMA incremental_vacuum").fetchall()
             done["vacuum"] = "incremental"
+        elif policy.vacuum == "auto" and total > ONLINE_VACUUM_MAX_BYTES and free * 4 >= total:
+            done["vacuum"] = (
+                "skipped: the file is too big to rewrite while the app writes; free pages are reused. Run with "
+                "vacuum=full in a quiet hour, or enable PRAGMA auto_vacuum=INCREMENTAL (then VACUUM once)."
+            )
         elif policy.vacuum == "full" or (free >= 1 << 20 and free * 4 >= total):
             try:
                 conn.execute("VACUUM")
@@ -263,7 +271,7 @@ def prune_sqlite(path: str | Path, policy: PrunePolicy, report: PruneReport, log
             r[0] for r in conn.execute(CANDIDATES_SQL, {"cutoff": cutoff, "delete": policy.strategy == "delete"})
         ]
         log(f"{len(candidates):,} threads hold checkpoints older than {policy.cutoff:%Y-%m-%d %H:%M} UTC")
-        changed = 0
+        changed, progress = 0, Progress(len(candidates), "threads", log, label="prune")
         for batch in _chunks(candidates, policy.batch_size):
             if changed >= policy.max_threads:
                 report.sweep_limit_reached = True
@@ -274,6 +282,7 @@ def prune_sqlite(path: str | Path, policy: PrunePolicy, report: PruneReport, log
                     counts = prune_thread(conn, thread_id, policy)
                     report.threads_examined += 1
                     report.add(counts)
+                    progress.advance()
                     if counts.get("threads_trimmed") or counts.get("threads_deleted"):
                         changed += 1
                         if changed >= policy.max_threads:
@@ -282,7 +291,7 @@ def prune_sqlite(path: str | Path, policy: PrunePolicy, report: PruneReport, log
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
-            log(f"{report.threads_examined:,}/{len(candidates):,} threads, {report.checkpoints_deleted:,} checkpoints")
+        progress.finish()
         report.orphan_writes_deleted = _sweep_orphan_writes(conn, cutoff, policy.dry_run)
         report.store_items_expired = _sweep_store(conn, policy.dry_run)
         if not policy.dry_run:
