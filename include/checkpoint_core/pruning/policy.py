@@ -33,6 +33,7 @@ class PrunePolicy:
     max_threads: int = 10_000  # the sweep limit: threads changed per run
     batch_size: int = 100  # threads per short transaction
     dry_run: bool = False
+    busy_timeout_ms: int = 5_000  # SQLite: how long a batch waits for the app's write lock
     vacuum: str = "auto"  # auto | full | off (SQLite VACUUM; PostgreSQL always runs VACUUM (ANALYZE) unless off)
     now: datetime | None = None
 

@@ -265,7 +265,7 @@ def prune_sqlite(path: str | Path, policy: PrunePolicy, report: PruneReport, log
         )
     report.bytes_before = file_bytes(path)
     cutoff = policy.cutoff_id
-    conn = connect_sqlite(path, autocommit=True)
+    conn = connect_sqlite(path, policy.busy_timeout_ms, autocommit=True)
     try:
         candidates = [
             r[0] for r in conn.execute(CANDIDATES_SQL, {"cutoff": cutoff, "delete": policy.strategy == "delete"})
