@@ -14,7 +14,6 @@ from collections.abc import Callable
 
 import psycopg
 from langgraph.checkpoint.postgres.base import (
-    PRUNE_BLOBS_SQL,
     PRUNE_DELTA_THREADS_SQL,
     PRUNE_HEADS_SQL,
     PRUNE_REFERENCED_BLOBS_SQL,
@@ -69,18 +68,45 @@ UNPARENT_SQL = """
 UPDATE checkpoints SET parent_checkpoint_id = NULL
 WHERE thread_id = %s AND checkpoint_ns = %s AND parent_checkpoint_id = ANY(%s)
 """
-THREAD_BLOBS_SQL = "SELECT checkpoint_ns, channel, version FROM checkpoint_blobs WHERE thread_id = %s"
-THREAD_REFERENCED_SQL = """
-SELECT c.checkpoint_ns, v.key AS channel, v.value AS version FROM checkpoints c
-CROSS JOIN LATERAL jsonb_each_text(c.checkpoint -> 'channel_versions') AS v
-WHERE c.thread_id = %s
+# LangGraph's PRUNE_BLOBS_SQL takes one channel per statement; this takes a namespace's
+# (channel, version) pairs at once: one round trip instead of one per channel.
+DELETE_BLOBS_SQL = """
+DELETE FROM checkpoint_blobs b USING unnest(%s::text[], %s::text[]) AS g(channel, version)
+WHERE b.thread_id = %s AND b.checkpoint_ns = %s AND b.channel = g.channel AND b.version = g.version
+"""
+# Blobs no checkpoint of their namespace references, below the newest version referenced for
+# their channel (a newer one may belong to a checkpoint the app is saving right now:
+# PostgresSaver writes blobs before their checkpoint).
+ORPHAN_BLOBS_SQL = """
+WITH ref AS (
+    SELECT c.checkpoint_ns, v.key AS channel, v.value AS version FROM checkpoints c
+    CROSS JOIN LATERAL jsonb_each_text(c.checkpoint -> 'channel_versions') AS v
+    WHERE c.thread_id = %(t)s
+), newest AS (
+    SELECT checkpoint_ns, channel, MAX(version) AS version FROM ref GROUP BY checkpoint_ns, channel
+)
+DELETE FROM checkpoint_blobs b USING newest n
+WHERE b.thread_id = %(t)s AND b.checkpoint_ns = n.checkpoint_ns AND b.channel = n.channel
+AND b.version < n.version AND NOT EXISTS (
+    SELECT 1 FROM ref r WHERE r.checkpoint_ns = b.checkpoint_ns AND r.channel = b.channel AND r.version = b.version
+)
 """
 ORPHAN_WRITES_SQL = """
-SELECT w.ctid FROM checkpoint_writes w
+SELECT w.thread_id, w.checkpoint_ns, w.checkpoint_id FROM checkpoint_writes w
 WHERE w.checkpoint_id < %s AND NOT EXISTS (
     SELECT 1 FROM checkpoints c
     WHERE c.thread_id = w.thread_id AND c.checkpoint_ns = w.checkpoint_ns AND c.checkpoint_id = w.checkpoint_id
-) LIMIT %s
+)
+GROUP BY w.thread_id, w.checkpoint_ns, w.checkpoint_id
+"""
+# Deletes re-check the orphan condition: a checkpoint saved since the scan keeps its writes.
+DELETE_ORPHAN_WRITES_SQL = """
+DELETE FROM checkpoint_writes w USING unnest(%s::text[], %s::text[], %s::text[]) AS g(thread_id, checkpoint_ns, checkpoint_id)
+WHERE w.thread_id = g.thread_id AND w.checkpoint_ns = g.checkpoint_ns AND w.checkpoint_id = g.checkpoint_id
+AND NOT EXISTS (
+    SELECT 1 FROM checkpoints c
+    WHERE c.thread_id = w.thread_id AND c.checkpoint_ns = w.checkpoint_ns AND c.checkpoint_id = w.checkpoint_id
+)
 """
 
 
@@ -100,33 +126,16 @@ def _delete_namespace_ids(cur, thread_id: str, ns: str, ids: list[str]) -> dict[
     freed = cur.execute(DELETE_CHECKPOINTS_SQL, (thread_id, ns, ids), prepare=False).fetchall()
     counts["checkpoints_deleted"] = freed[0]["n"] if freed else len(ids)
     cur.execute(UNPARENT_SQL, (thread_id, ns, ids), prepare=False)
-    blobs = 0
+    counts["blobs_deleted"] = 0
     if freed:
         referenced = cur.execute(PRUNE_REFERENCED_BLOBS_SQL, (thread_id, ns), prepare=False).fetchall()
-        for channel, versions in _garbage_blobs(freed, referenced).items():
-            blobs += cur.execute(PRUNE_BLOBS_SQL, (thread_id, ns, channel, versions), prepare=False).rowcount
-    counts["blobs_deleted"] = blobs
+        pairs = [(ch, v) for ch, versions in _garbage_blobs(freed, referenced).items() for v in versions]
+        if pairs:
+            channels, versions = map(list, zip(*pairs))
+            counts["blobs_deleted"] = cur.execute(
+                DELETE_BLOBS_SQL, (channels, versions, thread_id, ns), prepare=False
+            ).rowcount
     return counts
-
-
-def _sweep_orphan_blobs(cur, thread_id: str) -> int:
-    """Blobs no checkpoint of their namespace references. Only versions below the newest one
-    referenced for that channel: a newer one may belong to a checkpoint the app is saving right
-    now (PostgresSaver writes blobs before their checkpoint)."""
-    referenced, newest = set(), {}
-    for r in cur.execute(THREAD_REFERENCED_SQL, (thread_id,), prepare=False).fetchall():
-        key = (r["checkpoint_ns"], r["channel"])
-        referenced.add((*key, r["version"]))
-        newest[key] = max(newest.get(key, ""), r["version"])
-    garbage: dict[tuple[str, str], list[str]] = {}
-    for r in cur.execute(THREAD_BLOBS_SQL, (thread_id,), prepare=False).fetchall():
-        key = (r["checkpoint_ns"], r["channel"])
-        if (*key, r["version"]) not in referenced and key in newest and r["version"] < newest[key]:
-            garbage.setdefault(key, []).append(r["version"])
-    return sum(
-        cur.execute(PRUNE_BLOBS_SQL, (thread_id, ns, channel, versions), prepare=False).rowcount
-        for (ns, channel), versions in garbage.items()
-    )
 
 
 def prune_thread(cur, thread_id: str, policy: PrunePolicy) -> dict[str, int]:
@@ -170,7 +179,7 @@ def prune_thread(cur, thread_id: str, policy: PrunePolicy) -> dict[str, int]:
                 counts[key] += value
     if counts["checkpoints_deleted"]:
         counts["threads_trimmed"] = 1
-    counts["orphan_blobs_deleted"] = _sweep_orphan_blobs(cur, thread_id)
+    counts["orphan_blobs_deleted"] = cur.execute(ORPHAN_BLOBS_SQL, {"t": thread_id}, prepare=False).rowcount
     return counts
 
 
@@ -185,17 +194,17 @@ def relation_bytes(conn: psycopg.Connection) -> int:
 
 
 def _sweep_orphan_writes(conn: psycopg.Connection, cutoff: str, dry_run: bool, batch: int = 1000) -> int:
-    if dry_run:
-        return len(conn.execute(ORPHAN_WRITES_SQL, (cutoff, 10**9)).fetchall())
+    """Old writes whose checkpoint is gone (young ones may precede a checkpoint being saved):
+    one scan for their keys, then short deletes of ``batch`` checkpoints' writes each."""
+    keys = [(r["thread_id"], r["checkpoint_ns"], r["checkpoint_id"]) for r in conn.execute(ORPHAN_WRITES_SQL, (cutoff,))]
     total = 0
-    while True:
+    for i in range(0, len(keys), batch):
+        columns = [list(c) for c in zip(*keys[i : i + batch])]
         with conn.transaction():
-            n = conn.execute(
-                f"DELETE FROM checkpoint_writes WHERE ctid = ANY(ARRAY({ORPHAN_WRITES_SQL}))", (cutoff, batch)
-            ).rowcount
-        total += n
-        if n < batch:
-            return total
+            total += conn.execute(DELETE_ORPHAN_WRITES_SQL, columns).rowcount
+            if dry_run:
+                raise psycopg.Rollback()
+    return total
 
 
 def _sweep_store(conn: psycopg.Connection, dry_run: bool) -> int:
@@ -247,10 +256,6 @@ def prune_postgres(dsn: str, policy: PrunePolicy, report: PruneReport, log: Call
         report.bytes_after = relation_bytes(conn)
 
 
-class _Rollback(Exception):
-    pass
-
-
 def _prune_one(conn: psycopg.Connection, thread_id: str, policy: PrunePolicy, attempts: int = 3) -> dict[str, int]:
     """One thread, one transaction; a clash with the app's writes is retried, then left for the
     next run (counted as busy) rather than failing the whole prune."""
@@ -261,9 +266,7 @@ def _prune_one(conn: psycopg.Connection, thread_id: str, policy: PrunePolicy, at
                 cur.execute(PRUNE_SNAPSHOT_SQL)
                 counts = prune_thread(cur, thread_id, policy)
                 if policy.dry_run:
-                    raise _Rollback
-        except _Rollback:
-            pass
+                    raise psycopg.Rollback()  # the transaction block undoes it and swallows this
         except (psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetected):
             if attempt + 1 == attempts:
                 return {"threads_busy": 1}

@@ -1,14 +1,16 @@
 """Pruning for SqliteSaver files, which LangGraph ships no prune for.
 
 Same semantics as the PostgreSQL side (see ``threads.decide``). SQLite has one writer at a
-time, so each batch of threads is one short ``BEGIN IMMEDIATE`` transaction: the app's
-writes wait at most one batch (its busy timeout covers that), and everything a batch reads
-is exactly what it deletes. A dry run executes the same statements and rolls back.
+time, so each batch of threads is one short ``BEGIN IMMEDIATE`` transaction (at most
+``batch_size`` threads and about ``TXN_BUDGET_S``): the app's writes wait at most one batch,
+and everything a batch reads is exactly what it deletes. A dry run executes the same
+statements and rolls back.
 """
 
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -40,6 +42,7 @@ from include.checkpoint_core.sqlite_store import (
 )
 
 CHUNK = 500  # ids per IN (...) list, well under SQLite's parameter limit
+TXN_BUDGET_S = 0.1  # the longest a prune transaction holds the write lock, give or take one thread
 ONLINE_VACUUM_MAX_BYTES = 256 << 20  # VACUUM blocks the app's writes while it rewrites the file
 DELTA_METADATA_SQL = """
 SELECT 1 FROM checkpoints WHERE thread_id = ? AND (
@@ -267,26 +270,36 @@ def prune_sqlite(path: str | Path, policy: PrunePolicy, report: PruneReport, log
     cutoff = policy.cutoff_id
     conn = connect_sqlite(path, policy.busy_timeout_ms, autocommit=True)
     try:
+        if schema.journal_mode == "wal":
+            # In WAL mode NORMAL never corrupts the file; a power cut may only undo the last
+            # batches, which the next run deletes again. It spares an fsync per commit, which
+            # the app's writers would otherwise wait for.
+            conn.execute("PRAGMA synchronous = NORMAL")
         candidates = [
             r[0] for r in conn.execute(CANDIDATES_SQL, {"cutoff": cutoff, "delete": policy.strategy == "delete"})
         ]
         log(f"{len(candidates):,} threads hold checkpoints older than {policy.cutoff:%Y-%m-%d %H:%M} UTC")
-        changed, progress = 0, Progress(len(candidates), "threads", log, label="prune")
-        for batch in _chunks(candidates, policy.batch_size):
+        changed, progress, todo = 0, Progress(len(candidates), "threads", log, label="prune"), iter(candidates)
+        thread_id = next(todo, None)
+        while thread_id is not None:
             if changed >= policy.max_threads:
                 report.sweep_limit_reached = True
                 break
             conn.execute("BEGIN IMMEDIATE")
+            began, in_batch = time.monotonic(), 0
             try:
-                for thread_id in batch:
+                # A batch ends at batch_size threads or TXN_BUDGET_S, whichever comes first: the
+                # app's writers queue behind this transaction, however big the threads are.
+                while thread_id is not None and in_batch < policy.batch_size and changed < policy.max_threads:
+                    if in_batch and time.monotonic() - began >= TXN_BUDGET_S:
+                        break
                     counts = prune_thread(conn, thread_id, policy)
                     report.threads_examined += 1
                     report.add(counts)
                     progress.advance()
-                    if counts.get("threads_trimmed") or counts.get("threads_deleted"):
-                        changed += 1
-                        if changed >= policy.max_threads:
-                            break
+                    changed += bool(counts.get("threads_trimmed") or counts.get("threads_deleted"))
+                    in_batch += 1
+                    thread_id = next(todo, None)
                 conn.execute("ROLLBACK" if policy.dry_run else "COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
