@@ -42,7 +42,10 @@ from include.checkpoint_core.sqlite_store import (
 )
 
 CHUNK = 500  # ids per IN (...) list, well under SQLite's parameter limit
-TXN_BUDGET_S = 0.1  # the longest a prune transaction holds the write lock, give or take one thread
+TXN_BUDGET_S = 0.05  # the longest a prune transaction holds the write lock, give or take one thread
+# After each batch the lock is left free this long. SQLite's busy handler retries on a timer, so
+# without a gap the prune could take the lock again before a waiting app writer wakes up.
+YIELD_S = 0.05
 ONLINE_VACUUM_MAX_BYTES = 256 << 20  # VACUUM blocks the app's writes while it rewrites the file
 DELTA_METADATA_SQL = """
 SELECT 1 FROM checkpoints WHERE thread_id = ? AND (
@@ -304,6 +307,8 @@ def prune_sqlite(path: str | Path, policy: PrunePolicy, report: PruneReport, log
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
+            if thread_id is not None:
+                time.sleep(YIELD_S)
         progress.finish()
         report.orphan_writes_deleted = _sweep_orphan_writes(conn, cutoff, policy.dry_run)
         report.store_items_expired = _sweep_store(conn, policy.dry_run)
