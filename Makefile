@@ -19,7 +19,7 @@ export CHECKPOINT_OPS_DEMO_DIR ?= $(ROOT)/.demo
 # The embedded default store: a SQLite checkpoint file under .demo/ (override to point elsewhere).
 export AIRFLOW_CONN_CHECKPOINTS_SQLITE ?= {"conn_type": "sqlite", "host": "$(CHECKPOINT_OPS_DEMO_DIR)/checkpoints.sqlite"}
 
-.PHONY: install demo test ui bench bench-migration bench-pruning clean
+.PHONY: install demo test ui bench bench-migration bench-pruning bench-metadata clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -43,6 +43,9 @@ bench: install
 
 bench-migration: install
 	$(BIN)/python benchmarks/migration.py
+
+bench-metadata: install
+	$(BIN)/python benchmarks/metadata_queries.py
 
 bench-pruning: install
 	$(BIN)/python benchmarks/pruning.py

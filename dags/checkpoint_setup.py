@@ -7,6 +7,7 @@ from airflow.sdk import DAG, Param, task
 from checkpoint_ops.dag_defaults import lifecycle_dag
 from checkpoint_ops.hooks import KNOWN_STORE_CONN_IDS
 from checkpoint_ops.operators.setup import CheckpointSetupOperator
+from include.checkpoint_core.indexes import DEFAULT_TAG_KEYS, TAG_KEY_PATTERN
 
 DOC = """
 ### Set up checkpoint stores
@@ -18,6 +19,10 @@ Creates or upgrades the LangGraph schema of every store named in **stores**:
   (checked with `PRAGMA journal_mode`) and a busy timeout for the setup connection.
 * **PostgreSQL** (`postgres` connection): `PostgresSaver.setup()` and, with *include_store*,
   `PostgresStore.setup()`, under an advisory lock.
+* **Indexes** (both): for `list(..., filter=...)` on the **metadata_index_keys** (SQLite: one
+  expression index per key; PostgreSQL: one GIN index for every key, with the `btree_gin`
+  extension) and for pruning by age (`checkpoint_id`). PostgreSQL builds them `CONCURRENTLY`,
+  so the app keeps writing meanwhile.
 
 Leave **stores** empty to set up every checkpoint store connection this deployment defines
 (`checkpoints_sqlite`, `checkpoints_postgres`). Safe to run any number of times: a store that is
@@ -56,6 +61,15 @@ with DAG(
             title="SQLite busy timeout (ms)",
             description="How long the SQLite setup waits for the app's write lock before giving up.",
         ),
+        "metadata_index_keys": Param(
+            list(DEFAULT_TAG_KEYS),
+            type="array",
+            items={"type": "string", "pattern": TAG_KEY_PATTERN},
+            uniqueItems=True,
+            title="Metadata keys to index",
+            description="Top-level checkpoint metadata keys that list(..., filter={...}) queries use, most "
+            "selective first. SQLite gets one index per key; PostgreSQL one GIN index for all keys. Empty: none.",
+        ),
     },
 ) as dag:
 
@@ -70,6 +84,7 @@ with DAG(
         task_id="setup_store",
         include_store="{{ params.include_store }}",
         busy_timeout_ms="{{ params.busy_timeout_ms }}",
+        metadata_index_keys="{{ params.metadata_index_keys }}",
         map_index_template="{{ task.checkpoint_conn_id }}",
     ).expand(checkpoint_conn_id=resolve_stores())
 

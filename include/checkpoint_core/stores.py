@@ -36,14 +36,26 @@ class StoreTarget:
 
 
 def setup_store(target: StoreTarget, **options) -> dict:
-    """Create or upgrade the LangGraph schema of any supported store; return a report."""
+    """Create or upgrade the LangGraph schema of any supported store, then its checkpoint-ops
+    indexes (``metadata_index_keys``: the metadata keys filtered lists use); return a report."""
+    from include.checkpoint_core.indexes import DEFAULT_TAG_KEYS, ensure_indexes, validate_tag_keys
+
+    # A bad key is a configuration error: refuse it before touching the store.
+    raw_keys = options.get("metadata_index_keys")
+    keys = validate_tag_keys(DEFAULT_TAG_KEYS if raw_keys is None else raw_keys)
+    busy = options.get("busy_timeout_ms")
     if target.kind == "sqlite":
         from include.checkpoint_core.sqlite_store import setup_sqlite
 
-        busy = options.get("busy_timeout_ms")
         report = setup_sqlite(target.location, **({"busy_timeout_ms": busy} if busy is not None else {}))
     else:
         from include.checkpoint_core.postgres_store import setup_postgres
 
         report = setup_postgres(target.location, include_store=options.get("include_store", True))
+    created = ensure_indexes(target, keys, busy_timeout_ms=busy)
+    report["changes"] = [
+        *report["changes"],
+        *(f"extension {name} created" for name in created.extensions),
+        *(f"index {name} created" for name in created),
+    ]
     return {"conn_id": target.name, **report}
