@@ -116,3 +116,20 @@ def test_bad_param_is_rejected(setup_dag, stores):
 
     with pytest.raises(ParamValidationError):
         setup_dag.test(run_conf={"stores": ["bad id; DROP TABLE x"]})
+
+
+def test_metadata_index_keys_param_builds_the_indexes_and_refuses_bad_keys(setup_dag, stores, fresh_dag):
+    from airflow.sdk.exceptions import ParamValidationError
+
+    sqlite_path, pg_dsn = stores
+    dr, report = _run(setup_dag, {"stores": ["checkpoints_sqlite", "checkpoints_postgres"],
+                                  "metadata_index_keys": ["tenant", "user_id"]})
+    assert dr.state == "success"
+    with closing(sqlite3.connect(sqlite_path)) as conn:
+        names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    assert {"checkpoint_ops_meta_tenant_idx", "checkpoint_ops_meta_user_id_idx", "checkpoint_ops_checkpoints_age_idx"} <= names
+    with psycopg.connect(pg_dsn) as conn:
+        pg_names = {r[0] for r in conn.execute("SELECT indexname FROM pg_indexes WHERE schemaname = 'public'")}
+    assert {"checkpoint_ops_checkpoints_metadata_idx", "checkpoint_ops_checkpoints_age_idx"} <= pg_names
+    with pytest.raises(ParamValidationError):
+        fresh_dag("checkpoint_setup").test(run_conf={"metadata_index_keys": ["user_id; DROP TABLE checkpoints"]})
