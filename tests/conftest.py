@@ -161,3 +161,40 @@ def source(generated_source, tmp_path):
     path = tmp_path / "source.sqlite"
     shutil.copyfile(original, path)
     return path, result
+
+
+@pytest.fixture(scope="session")
+def moto_s3():
+    """A moto S3 server over HTTP on a free port: the endpoint URL (S3Hook and s3fs talk to it as to S3)."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+def aws_conn_env(endpoint_url: str) -> str:
+    """An Airflow aws connection pointing at a moto (or MinIO) endpoint."""
+    return json.dumps(
+        {
+            "conn_type": "aws",
+            "login": "testing",
+            "password": "testing",
+            "extra": {"endpoint_url": endpoint_url, "region_name": "us-east-1"},
+        }
+    )
+
+
+@pytest.fixture
+def s3_bucket(moto_s3, monkeypatch):
+    """A fresh bucket on the moto server, reachable through the ``checkpoint_artifacts`` connection."""
+    import boto3
+
+    name = f"cpo-{uuid.uuid4().hex[:12]}"
+    boto3.client(
+        "s3", endpoint_url=moto_s3, region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing"
+    ).create_bucket(Bucket=name)
+    monkeypatch.setenv("AIRFLOW_CONN_CHECKPOINT_ARTIFACTS", aws_conn_env(moto_s3))
+    return name
