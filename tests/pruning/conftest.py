@@ -104,6 +104,12 @@ def aged_copy(kind: str, tmp_path, templates, pg_admin):
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
+def empty_store(request, tmp_path):
+    """A set-up store with no threads yet, of each backend."""
+    return new_store(request.param, request, tmp_path)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
 def aged_store(request, tmp_path, _aged_templates, pg_admin):
     """A private copy of a store with the sample agent's threads aged 1-90 days, and what the
     generator left open (interrupted, crashed threads)."""

@@ -7,14 +7,13 @@ import threading
 from datetime import datetime, timedelta, timezone
 from typing import Annotated, TypedDict
 
-import pytest
 import time_machine
 from langgraph.channels.delta import DeltaChannel
 from langgraph.graph import END, START, StateGraph
 
 from include.checkpoint_core.pruning import PrunePolicy, prune_store
 from include.sample_agent.workload import _allow_past_ids
-from tests.pruning.conftest import new_store, open_saver
+from tests.pruning.conftest import open_saver
 from tests.pruning.helpers import old_non_heads, query, thread_ids
 
 
@@ -58,11 +57,6 @@ def _turns(graph, thread: str, count: int, at: datetime | None = None) -> None:
             with time_machine.travel(at, tick=True):
                 graph.invoke({"last": "go"}, config)
             at += timedelta(minutes=5)
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def empty_store(request, tmp_path):
-    return new_store(request.param, request, tmp_path)
 
 
 def _size(target) -> int:

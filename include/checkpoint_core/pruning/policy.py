@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
 
 STRATEGIES = ("keep_latest", "delete")
+ORPHAN_MIN_AGE = timedelta(days=1)
 _UUID_EPOCH_OFFSET = 0x01B21DD213814000  # 100 ns intervals from 1582-10-15 to 1970-01-01
 
 
@@ -48,13 +49,22 @@ class PrunePolicy:
             raise ValueError(f"vacuum must be auto, full or off, not {self.vacuum!r}.")
         return self
 
+    def now_or_utcnow(self) -> datetime:
+        return self.now or datetime.now(timezone.utc)
+
     @property
     def cutoff(self) -> datetime:
-        return (self.now or datetime.now(timezone.utc)) - timedelta(days=self.retention_days)
+        return self.now_or_utcnow() - timedelta(days=self.retention_days)
 
     @property
     def cutoff_id(self) -> str:
         return uuid6_floor(self.cutoff)
+
+    @property
+    def orphan_cutoff_id(self) -> str:
+        """Orphan sweeps look at least a day back, whatever the retention: a run may save a
+        step's writes before its checkpoint, so a young orphan may be a checkpoint on its way."""
+        return uuid6_floor(min(self.cutoff, self.now_or_utcnow() - ORPHAN_MIN_AGE))
 
 
 @dataclass

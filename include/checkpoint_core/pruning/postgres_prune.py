@@ -11,6 +11,7 @@ commits meanwhile is invisible to the prune, so it is neither seen nor deleted.
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 
 import psycopg
 from langgraph.checkpoint.postgres.base import (
@@ -29,6 +30,23 @@ from include.checkpoint_core.pruning.policy import PrunePolicy, PruneReport
 from include.checkpoint_core.pruning.threads import ERROR, INTERRUPT, Heads, decide, doomed_calls, is_paused
 
 TABLES = ("checkpoints", "checkpoint_blobs", "checkpoint_writes")
+DELETED_BLOBS_GRACE = timedelta(days=1)
+DELETED_THREADS_DDL = """
+CREATE TABLE IF NOT EXISTS checkpoint_ops_deleted_threads (
+    thread_id TEXT PRIMARY KEY,
+    deleted_at TIMESTAMPTZ NOT NULL
+)
+"""
+RECORD_DELETED_SQL = """
+INSERT INTO checkpoint_ops_deleted_threads (thread_id, deleted_at) VALUES (%s, %s)
+ON CONFLICT (thread_id) DO UPDATE SET deleted_at = EXCLUDED.deleted_at
+"""
+# Threads dropped more than the grace ago: their blobs go unless the thread came back.
+DUE_DELETED_SQL = "SELECT thread_id FROM checkpoint_ops_deleted_threads WHERE deleted_at < %s"
+DELETE_DEFERRED_BLOBS_SQL = """
+DELETE FROM checkpoint_blobs b
+WHERE b.thread_id = %s AND NOT EXISTS (SELECT 1 FROM checkpoints c WHERE c.thread_id = b.thread_id)
+"""
 CANDIDATES_SQL = """
 SELECT DISTINCT c.thread_id FROM checkpoints c
 WHERE c.checkpoint_id < %(cutoff)s AND (%(delete)s OR EXISTS (
@@ -47,9 +65,11 @@ AND (c.checkpoint -> 'channel_values' ? v.key OR EXISTS (
     AND b.version = v.value AND b.type <> 'empty'
 ))
 """
+# The root head's writes only: LangGraph copies a live subgraph's interrupt or error onto it,
+# while an old subgraph head keeps stale ones after the thread has moved on.
 HEAD_WRITES_SQL = """
 SELECT DISTINCT channel FROM checkpoint_writes
-WHERE thread_id = %s AND checkpoint_id = ANY(%s) AND channel = ANY(%s)
+WHERE thread_id = %s AND checkpoint_ns = '' AND checkpoint_id = %s AND channel = ANY(%s)
 """
 DOOMED_SQL = """
 SELECT checkpoint_id FROM checkpoints
@@ -143,9 +163,9 @@ def prune_thread(cur, thread_id: str, policy: PrunePolicy) -> dict[str, int]:
     heads = _heads(cur, thread_id)
     if not heads.head:
         return {}
-    head_ids = list(heads.head.values())
     head_writes = {
-        r["channel"] for r in cur.execute(HEAD_WRITES_SQL, (thread_id, head_ids, [INTERRUPT, ERROR]), prepare=False)
+        r["channel"]
+        for r in cur.execute(HEAD_WRITES_SQL, (thread_id, heads.head.get("", ""), [INTERRUPT, ERROR]), prepare=False)
     }
     pending = [r["key"] for r in cur.execute(ROOT_PENDING_SQL, (thread_id, heads.head.get("", "")), prepare=False)]
     delta = bool(cur.execute(PRUNE_DELTA_THREADS_SQL, ([thread_id], [thread_id]), prepare=False).fetchall())
@@ -158,10 +178,16 @@ def prune_thread(cur, thread_id: str, policy: PrunePolicy) -> dict[str, int]:
     if action == "skip_delta":
         return {"threads_skipped_delta": 1}
     if action == "delete":
-        counts = {"threads_deleted": 1}
-        for table, key in zip(TABLES, ("checkpoints_deleted", "blobs_deleted", "writes_deleted")):
-            counts[key] = cur.execute(f"DELETE FROM {table} WHERE thread_id = %s", (thread_id,)).rowcount
-        return counts
+        # The blobs stay for DELETED_BLOBS_GRACE: an app that loaded this thread just before
+        # the prune saves its next checkpoint pointing at them (unchanged channels are not
+        # re-sent), and that checkpoint must still load.
+        if not policy.dry_run:
+            cur.execute(RECORD_DELETED_SQL, (thread_id, policy.now_or_utcnow()), prepare=False)
+        return {
+            "threads_deleted": 1,
+            "checkpoints_deleted": cur.execute("DELETE FROM checkpoints WHERE thread_id = %s", (thread_id,)).rowcount,
+            "writes_deleted": cur.execute("DELETE FROM checkpoint_writes WHERE thread_id = %s", (thread_id,)).rowcount,
+        }
     counts = {"checkpoints_deleted": 0, "writes_deleted": 0, "blobs_deleted": 0}
     doomed = {
         ns: [r["checkpoint_id"] for r in cur.execute(DOOMED_SQL, (thread_id, ns, policy.cutoff_id, list(heads.kept(ns))), prepare=False)]
@@ -207,6 +233,22 @@ def _sweep_orphan_writes(conn: psycopg.Connection, cutoff: str, dry_run: bool, b
     return total
 
 
+def _sweep_deleted_threads_blobs(conn: psycopg.Connection, policy: PrunePolicy) -> int:
+    """Blobs of threads ``delete`` dropped over a grace period ago and that nobody resumed since
+    (a resumed thread keeps them: its new checkpoints may reference them)."""
+    if not conn.execute("SELECT to_regclass('checkpoint_ops_deleted_threads') AS t").fetchone()["t"]:
+        return 0
+    due = [r["thread_id"] for r in conn.execute(DUE_DELETED_SQL, (policy.now_or_utcnow() - DELETED_BLOBS_GRACE,))]
+    total = 0
+    for thread_id in due:
+        with conn.transaction():
+            total += conn.execute(DELETE_DEFERRED_BLOBS_SQL, (thread_id,)).rowcount
+            conn.execute("DELETE FROM checkpoint_ops_deleted_threads WHERE thread_id = %s", (thread_id,))
+            if policy.dry_run:
+                raise psycopg.Rollback()
+    return total
+
+
 def _sweep_store(conn: psycopg.Connection, dry_run: bool) -> int:
     has_ttl = conn.execute(
         "SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema() "
@@ -231,6 +273,8 @@ def prune_postgres(dsn: str, policy: PrunePolicy, report: PruneReport, log: Call
                 hint="Point the connection at the PostgresSaver database, or run checkpoint_setup first.",
             )
         report.bytes_before = relation_bytes(conn)
+        if not policy.dry_run:
+            conn.execute(DELETED_THREADS_DDL)
         cutoff = policy.cutoff_id
         candidates = [
             r["thread_id"]
@@ -248,7 +292,8 @@ def prune_postgres(dsn: str, policy: PrunePolicy, report: PruneReport, log: Call
             changed += bool(counts.get("threads_trimmed") or counts.get("threads_deleted"))
             progress.advance()
         progress.finish()
-        report.orphan_writes_deleted = _sweep_orphan_writes(conn, cutoff, policy.dry_run)
+        report.orphan_writes_deleted = _sweep_orphan_writes(conn, policy.orphan_cutoff_id, policy.dry_run)
+        report.orphan_blobs_deleted += _sweep_deleted_threads_blobs(conn, policy)
         report.store_items_expired = _sweep_store(conn, policy.dry_run)
         if not policy.dry_run and policy.vacuum != "off":
             conn.execute(f"VACUUM (ANALYZE) {', '.join(TABLES)}")

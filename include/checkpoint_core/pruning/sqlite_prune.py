@@ -41,6 +41,7 @@ from include.checkpoint_core.sqlite_store import (
     inspect_sqlite,
 )
 
+UNREADABLE = "__checkpoint_ops_unreadable__"
 CHUNK = 500  # ids per IN (...) list, well under SQLite's parameter limit
 TXN_BUDGET_S = 0.05  # the longest a prune transaction holds the write lock, give or take one thread
 # After each batch the lock is left free this long. SQLite's busy handler retries on a timer, so
@@ -90,9 +91,13 @@ def _heads(conn: sqlite3.Connection, thread_id: str) -> tuple[Heads, dict[str, t
         heads.head[ns] = cid
         try:
             checkpoint, _ = _decode_checkpoint(type_, blob)
+        except Rejected:
+            # Encrypted or pickled: its pending nodes cannot be read, so it counts as paused.
+            checkpoint = {"v": 4, "channel_values": {}, UNREADABLE: True}
+        try:
             meta = parse_metadata(metadata)
         except Rejected:
-            checkpoint, meta = {"v": 4, "channel_values": {}}, {}  # undecodable: keep the head, assume nothing
+            meta = {}
         rows[ns] = (checkpoint, parent)
         if int(checkpoint.get("v") or 0) < 4 and parent and conn.execute(
             "SELECT 1 FROM writes WHERE thread_id = ? AND checkpoint_ns = ? AND checkpoint_id = ? AND channel = ? LIMIT 1",
@@ -141,16 +146,18 @@ def prune_thread(conn: sqlite3.Connection, thread_id: str, policy: PrunePolicy) 
     heads, rows = _heads(conn, thread_id)
     if not heads.head:
         return {}
-    head_ids = list(heads.head.values())
-    marks = ",".join("?" * len(head_ids))
+    # The root head's writes only: LangGraph copies a live subgraph's interrupt or error onto it,
+    # while an old subgraph head keeps stale ones after the thread has moved on.
     head_writes = {
         r[0]
         for r in conn.execute(
-            f"SELECT DISTINCT channel FROM writes WHERE thread_id = ? AND checkpoint_id IN ({marks}) AND channel IN (?, ?)",
-            (thread_id, *head_ids, INTERRUPT, ERROR),
+            "SELECT DISTINCT channel FROM writes WHERE thread_id = ? AND checkpoint_ns = '' AND checkpoint_id = ? "
+            "AND channel IN (?, ?)",
+            (thread_id, heads.head.get("", ""), INTERRUPT, ERROR),
         )
     }
-    root_values = (rows.get("", ({}, None))[0].get("channel_values") or {}).keys()
+    root = rows.get("", ({}, None))[0]
+    root_values = list((root.get("channel_values") or {}).keys()) + (["__start__"] if root.get(UNREADABLE) else [])
     action = decide(
         heads,
         cutoff,
@@ -213,7 +220,13 @@ def _sweep_orphan_writes(conn: sqlite3.Connection, cutoff: str, dry_run: bool, b
         conn.execute("BEGIN IMMEDIATE")
         try:
             for part in _chunks(rowids):
-                total += conn.execute(f"DELETE FROM writes WHERE rowid IN ({','.join('?' * len(part))})", part).rowcount
+                # Checked again under the write lock: a checkpoint saved since the scan keeps its writes.
+                total += conn.execute(
+                    f"DELETE FROM writes WHERE rowid IN ({','.join('?' * len(part))}) AND checkpoint_id < ? "
+                    "AND NOT EXISTS (SELECT 1 FROM checkpoints c WHERE c.thread_id = writes.thread_id "
+                    "AND c.checkpoint_ns = writes.checkpoint_ns AND c.checkpoint_id = writes.checkpoint_id)",
+                    (*part, cutoff),
+                ).rowcount
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
@@ -310,7 +323,7 @@ def prune_sqlite(path: str | Path, policy: PrunePolicy, report: PruneReport, log
             if thread_id is not None:
                 time.sleep(YIELD_S)
         progress.finish()
-        report.orphan_writes_deleted = _sweep_orphan_writes(conn, cutoff, policy.dry_run)
+        report.orphan_writes_deleted = _sweep_orphan_writes(conn, policy.orphan_cutoff_id, policy.dry_run)
         report.store_items_expired = _sweep_store(conn, policy.dry_run)
         if not policy.dry_run:
             report.space = _reclaim(conn, policy)
