@@ -16,6 +16,8 @@ from typing import Any
 
 from airflow.sdk import ObjectStoragePath, Variable
 
+from include.checkpoint_core.errors import CheckpointStoreError
+
 ARTIFACTS_VARIABLE = "checkpoint_artifacts_url"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -27,6 +29,34 @@ def default_artifacts_url() -> str:
 
 def artifacts_root() -> ObjectStoragePath:
     return ObjectStoragePath(Variable.get(ARTIFACTS_VARIABLE, default=None) or default_artifacts_url())
+
+
+class ArtifactsUnavailable(CheckpointStoreError):
+    hint = (
+        "Create the bucket, or fix the Variable checkpoint_artifacts_url (s3://<conn id>@<bucket>/<prefix>) "
+        "and the aws connection it names (credentials, region, endpoint_url for MinIO)."
+    )
+
+
+def checked_artifacts_root() -> ObjectStoragePath:
+    """The artifacts root, with its S3 bucket checked first: a missing bucket or missing credentials
+    is a configuration error to fix, not a failure to retry three times half way through a job."""
+    root = artifacts_root()
+    if root.protocol not in ("s3", "s3a"):
+        return root
+    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    conn_id = root.conn_id or "aws_default"
+    try:
+        found = S3Hook(aws_conn_id=conn_id).check_for_bucket(root.bucket)
+    except (BotoCoreError, ClientError) as exc:
+        raise ArtifactsUnavailable(f"cannot reach the artifacts bucket {root.bucket!r} through connection {conn_id!r}: {exc}.") from exc
+    if not found:
+        raise ArtifactsUnavailable(
+            f"the artifacts bucket {root.bucket!r} does not exist, or connection {conn_id!r} may not read it."
+        )
+    return root
 
 
 def safe_key(text: str) -> str:
