@@ -6,7 +6,11 @@ from airflow.sdk import DAG, Param, task
 
 from checkpoint_ops.dag_defaults import lifecycle_dag
 from checkpoint_ops.hooks import KNOWN_STORE_CONN_IDS
-from checkpoint_ops.operators.pruning import CheckpointPruneOperator, CheckpointSizeAuditOperator
+from checkpoint_ops.operators.pruning import (
+    CheckpointOffloadGcOperator,
+    CheckpointPruneOperator,
+    CheckpointSizeAuditOperator,
+)
 
 DOC = """
 ### Prune checkpoint stores
@@ -30,6 +34,11 @@ uuid6 checkpoint id (there is no created_at column).
 * Space: SQLite gets a WAL checkpoint, incremental vacuum where enabled, and VACUUM when a quarter
   of the file is free (*vacuum* = `full` forces it, `off` skips it); PostgreSQL gets `VACUUM (ANALYZE)`.
 * **dry_run** runs every statement and rolls back: the report says what would go.
+
+**collect_offloaded_blobs** (when the app offloads large values with `OffloadSerializer` and the
+Variable `checkpoint_blob_offload_url` names the bucket, `s3://<aws conn id>@<bucket>/<prefix>`) deletes
+offloaded blobs that no store references any more, once older than *offload_grace_hours*; it reads
+every store in one pass, since stores may share the bucket. Without the Variable it is skipped.
 
 Then **audit_sizes** lists the *audit_top_n* largest checkpoints per store and counts those over
 *max_checkpoint_mb*. The **report** task logs one line per store and returns the summary (XCom),
@@ -80,6 +89,11 @@ with DAG(
             "auto", type="string", enum=["auto", "full", "off"], title="Space reclaim",
             description="SQLite: auto runs VACUUM only when a quarter of the file is free; full always; off never. "
             "PostgreSQL: VACUUM (ANALYZE) unless off.",
+        ),
+        "offload_grace_hours": Param(
+            24, type="number", minimum=2, title="Offloaded blobs: grace (hours)",
+            description="Offloaded blobs no checkpoint references are deleted once older than this "
+            "(an app may upload a blob shortly before its checkpoint commits).",
         ),
         "audit_top_n": Param(
             10, type="integer", minimum=0, maximum=1000, title="Size audit: largest N",
@@ -140,5 +154,12 @@ with DAG(
         summary["artifact"] = write_report(dag_run.dag_id, dag_run.run_id, "pruning", summary)
         return summary
 
-    prune >> audit
+    offload_gc = CheckpointOffloadGcOperator(
+        task_id="collect_offloaded_blobs",
+        checkpoint_conn_ids=stores,
+        grace_hours="{{ params.offload_grace_hours }}",
+        dry_run="{{ params.dry_run }}",
+    )
+
+    prune >> [audit, offload_gc]
     report(prune.output, audit.output)

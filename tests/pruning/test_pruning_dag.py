@@ -57,3 +57,22 @@ def test_a_bad_param_is_refused_before_any_store_is_touched(fresh_dag, wired):
     with pytest.raises(ParamValidationError):
         fresh_dag("checkpoint_pruning").test(run_conf={"strategy": "shred"})
     assert {k: raw_rows(t, thread_ids(t)) for k, t in wired.items()} == before
+
+
+def test_offloaded_blob_collection_runs_when_configured_and_skips_otherwise(fresh_dag, wired, s3_bucket, monkeypatch):
+    import hashlib
+
+    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+    dr = fresh_dag("checkpoint_pruning").test(run_conf={"stores": STORES})
+    assert task_instances(dr)[("collect_offloaded_blobs", -1)].state == "skipped"
+
+    data = b"an attachment nobody references any more"
+    digest = hashlib.sha256(data).hexdigest()
+    S3Hook(aws_conn_id="checkpoint_artifacts").load_bytes(
+        data, key=f"blobs/sha256/{digest[:2]}/{digest}", bucket_name=s3_bucket)
+    monkeypatch.setenv("AIRFLOW_VAR_CHECKPOINT_BLOB_OFFLOAD_URL", f"s3://checkpoint_artifacts@{s3_bucket}/blobs")
+    dr = fresh_dag("checkpoint_pruning").test(run_conf={"stores": STORES})
+    assert dr.state == "success"
+    gc = xcom(dr, "collect_offloaded_blobs")
+    assert gc["objects_scanned"] == 1 and gc["kept_young"] == 1 and gc["deleted"] == 0  # younger than the grace

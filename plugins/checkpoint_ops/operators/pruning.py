@@ -108,3 +108,58 @@ class CheckpointSizeAuditOperator(CheckpointOpsOperator):
                 "state) and wrap the app's saver in SizeGuardSaver.", report["over_limit"], report["max_size"]
             )
         return report
+
+
+OFFLOAD_VARIABLE = "checkpoint_blob_offload_url"
+
+
+def offload_blob_store():
+    """The app's offload bucket from the Variable ``checkpoint_blob_offload_url``
+    (``s3://<aws conn id>@<bucket>/<prefix>`` or ``file:///path``), or None when not configured."""
+    from urllib.parse import urlsplit
+
+    from airflow.sdk import Variable
+
+    url = Variable.get(OFFLOAD_VARIABLE, default=None)
+    if not url:
+        return None
+    from include.checkpoint_core.offload import LocalBlobStore, S3BlobStore
+
+    parts = urlsplit(url)
+    prefix = parts.path.strip("/") or "checkpoint-blobs"
+    if parts.scheme == "file":
+        return LocalBlobStore(parts.path)
+    if parts.scheme not in ("s3", "s3a") or not parts.hostname:
+        raise ValueError(f"{OFFLOAD_VARIABLE} must look like s3://<aws conn id>@<bucket>/<prefix> or file:///path, not {url!r}.")
+    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+    return S3BlobStore(S3Hook(aws_conn_id=parts.username or "aws_default").get_conn(), parts.hostname, prefix)
+
+
+class CheckpointOffloadGcOperator(CheckpointOpsOperator):
+    """Delete offloaded blobs no store references any more, once older than the grace period.
+
+    Every store that shares the offload bucket is read in one pass (a blob may be referenced by
+    any of them). Skipped when the app does not offload (no ``checkpoint_blob_offload_url``).
+    """
+
+    template_fields: Sequence[str] = ("checkpoint_conn_ids", "grace_hours", "dry_run")
+
+    def __init__(self, *, checkpoint_conn_ids: Any, grace_hours: float | str = 24, dry_run: bool | str = False,
+                 **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.checkpoint_conn_ids = checkpoint_conn_ids
+        self.grace_hours = grace_hours
+        self.dry_run = dry_run
+
+    def run(self, context: Context) -> dict[str, Any]:
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from include.checkpoint_core.offload import collect_offloaded_garbage
+
+        blobs = offload_blob_store()
+        if blobs is None:
+            raise AirflowSkipException(f"Blob offload is not configured (Variable {OFFLOAD_VARIABLE}); nothing to collect.")
+        targets = [self.store_target(c) for c in self.checkpoint_conn_ids]
+        return collect_offloaded_garbage(targets, blobs, grace_hours=float(self.grace_hours),
+                                         dry_run=as_bool(self.dry_run), log=self.log.info)
