@@ -37,8 +37,9 @@ uuid6 checkpoint id (there is no created_at column).
 
 **collect_offloaded_blobs** (when the app offloads large values with `OffloadSerializer` and the
 Variable `checkpoint_blob_offload_url` names the bucket, `s3://<aws conn id>@<bucket>/<prefix>`) deletes
-offloaded blobs that no store references any more, once older than *offload_grace_hours*; it reads
-every store in one pass, since stores may share the bucket. Without the Variable it is skipped.
+offloaded blobs that no store and no kept backup references, once older than *offload_grace_hours*.
+It reads every defined store connection whatever *stores* says (stores may share the bucket), and
+re-checks each object's age right before deleting it. Without the Variable it is skipped.
 
 Then **audit_sizes** lists the *audit_top_n* largest checkpoints per store and counts those over
 *max_checkpoint_mb*. The **report** task logs one line per store and returns the summary (XCom),
@@ -156,7 +157,6 @@ with DAG(
 
     offload_gc = CheckpointOffloadGcOperator(
         task_id="collect_offloaded_blobs",
-        checkpoint_conn_ids=stores,
         grace_hours="{{ params.offload_grace_hours }}",
         dry_run="{{ params.dry_run }}",
     )

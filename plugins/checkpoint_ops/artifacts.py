@@ -45,17 +45,31 @@ def checked_artifacts_root() -> ObjectStoragePath:
     if root.protocol not in ("s3", "s3a"):
         return root
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
-    from botocore.exceptions import BotoCoreError, ClientError
+    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
     conn_id = root.conn_id or "aws_default"
     try:
-        found = S3Hook(aws_conn_id=conn_id).check_for_bucket(root.bucket)
-    except (BotoCoreError, ClientError) as exc:
-        raise ArtifactsUnavailable(f"cannot reach the artifacts bucket {root.bucket!r} through connection {conn_id!r}: {exc}.") from exc
-    if not found:
-        raise ArtifactsUnavailable(
-            f"the artifacts bucket {root.bucket!r} does not exist, or connection {conn_id!r} may not read it."
-        )
+        S3Hook(aws_conn_id=conn_id).get_conn().head_bucket(Bucket=root.bucket)
+    except ClientError as exc:
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        if code in ("404", "NoSuchBucket"):
+            raise ArtifactsUnavailable(f"the artifacts bucket {root.bucket!r} does not exist.") from exc
+        if code in ("403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken"):
+            raise ArtifactsUnavailable(
+                f"connection {conn_id!r} may not use the artifacts bucket {root.bucket!r} ({code}): "
+                "its credentials are missing, wrong or lack permission."
+            ) from exc
+        error = ArtifactsUnavailable(f"S3 answered {code} for the artifacts bucket {root.bucket!r}.",
+                                     hint="The task retries; check S3's status if it keeps failing.")
+        error.retryable = True
+        raise error from exc
+    except NoCredentialsError as exc:
+        raise ArtifactsUnavailable(f"connection {conn_id!r} has no AWS credentials for the artifacts bucket.") from exc
+    except BotoCoreError as exc:
+        error = ArtifactsUnavailable(f"cannot reach S3 for the artifacts bucket {root.bucket!r}: {exc}.",
+                                     hint="The task retries; check the endpoint and the network if it keeps failing.")
+        error.retryable = True
+        raise error from exc
     return root
 
 

@@ -60,7 +60,7 @@ def restore_drill(
     folder, *, admin_dsn: str | None = None, min_age_hours: float = 24, backup_id: str | None = None,
     now: datetime | None = None, sample_threads: int = 5, log: Callable[[str], None] = print,
     keep: bool = False, on_restored: Callable[[StoreTarget], None] | None = None, record: bool = True,
-    work_dir: str | Path | None = None, pg_bin_dir: str | Path | None = None,
+    work_dir: str | Path | None = None, pg_bin_dir: str | Path | None = None, blobs=None,
 ) -> dict:
     """Restore one backup into a scratch store, verify it, drop the scratch store; return the report.
 
@@ -103,11 +103,13 @@ def restore_drill(
             raise BackupCorrupt(f"backup {bid} in {folder} is corrupt: sha256 expected {want_sha}, "
                                 f"actual {digest} (size expected {want_size}, actual {size}).")
         log(f"drill: downloaded {size} bytes in {report['rto_s']['download']}s, sha256 ok")
+        serde = _check_offloaded(folder / bid, manifest, blobs, report, log)
         try:
             if manifest["kind"] == "postgres":
-                _drill_postgres(manifest, local, admin_dsn, report, sample_threads, keep, on_restored, pg_bin_dir, log)
+                _drill_postgres(manifest, local, admin_dsn, report, sample_threads, keep, on_restored, pg_bin_dir, log,
+                                serde=serde)
             else:
-                _drill_sqlite(manifest, local, report, sample_threads, keep, on_restored, log)
+                _drill_sqlite(manifest, local, report, sample_threads, keep, on_restored, log, serde=serde)
         except DrillFailed as exc:
             report["problems"] = report["problems"] or [exc.message]
             _record(folder, bid, report, record, t_start)
@@ -122,6 +124,30 @@ def restore_drill(
         )
     log(f"drill: backup {bid} passed; RTO {report['rto_s']}")
     return report
+
+
+def _check_offloaded(backup_dir, manifest: dict, blobs, report: dict, log):
+    """Every offloaded blob the backup references must still exist; returns the serializer to load with."""
+    from include.checkpoint_core.backup.layout import OFFLOAD_REFS, read_json
+
+    expected = int(manifest.get("offload_references") or 0)
+    if not expected:
+        return None
+    if blobs is None:
+        report["problems"].append(
+            f"the backup's rows reference {expected} offloaded blobs and the drill was given no blob store to read "
+            "them from (set checkpoint_blob_offload_url)")
+        return None
+    from include.checkpoint_core.offload import OffloadSerializer
+
+    digests = (read_json(backup_dir / OFFLOAD_REFS) or {}).get("sha256") or []
+    if len(digests) != expected:
+        report["problems"].append(f"{OFFLOAD_REFS} lists {len(digests)} blobs, the manifest says {expected}")
+    missing = [d for d in digests if blobs.stat(blobs.key_for(d)) is None]
+    if missing:
+        report["problems"].append(f"{len(missing)} offloaded blobs the backup references are gone, e.g. {missing[0]}")
+    log(f"drill: {len(digests) - len(missing)}/{len(digests)} offloaded blobs present")
+    return OffloadSerializer(blobs=blobs)
 
 
 def _record(folder, bid: str, report: dict, record: bool, t_start: float) -> None:
@@ -167,7 +193,7 @@ def _check_threads(saver, threads: list[str], raw: Callable[[str], tuple], probl
 
 
 def _drill_postgres(manifest, local: Path, admin_dsn: str, report: dict, sample_threads: int, keep: bool,
-                    on_restored, pg_bin_dir, log) -> None:
+                    on_restored, pg_bin_dir, log, serde=None) -> None:
     pg_restore = find_tool("pg_restore", pg_bin_dir)
     scratch = f"{SCRATCH_PREFIX}{uuid.uuid4().hex[:12]}"
     schema = manifest.get("schema") or "public"
@@ -192,7 +218,7 @@ def _drill_postgres(manifest, local: Path, admin_dsn: str, report: dict, sample_
                  admin_dsn, dbname=scratch, error=DrillFailed, what=f"pg_restore of backup {manifest['backup_id']}")
         report["rto_s"]["restore"] = round(time.perf_counter() - t0, 3)
         t0 = time.perf_counter()
-        _verify_postgres(manifest, scratch_dsn, report, sample_threads)
+        _verify_postgres(manifest, scratch_dsn, report, sample_threads, serde=serde)
         report["rto_s"]["verify"] = round(time.perf_counter() - t0, 3)
         if on_restored is not None and not report["problems"]:
             on_restored(StoreTarget("postgres", scratch_dsn, f"drill:{manifest['backup_id']}"))
@@ -216,7 +242,7 @@ def _drop_scratch(admin_dsn: str, scratch: str, log) -> None:
     log(f"drill: dropped scratch database {scratch}")
 
 
-def _verify_postgres(manifest: dict, dsn: str, report: dict, sample_threads: int) -> None:
+def _verify_postgres(manifest: dict, dsn: str, report: dict, sample_threads: int, serde=None) -> None:
     from langgraph.checkpoint.postgres import PostgresSaver
 
     problems = report["problems"]
@@ -250,7 +276,7 @@ def _verify_postgres(manifest: dict, dsn: str, report: dict, sample_threads: int
                 "AND checkpoint_id = %s", (thread, row["newest"])).fetchone()["n"]
             return row["newest"], writes, row["n"]
 
-        _check_threads(PostgresSaver(conn), threads, raw, problems, report)
+        _check_threads(PostgresSaver(conn, serde=serde), threads, raw, problems, report)
 
 
 def _sample(conn, n: int, newest_sql: str, random_sql: str) -> list[str]:
@@ -267,7 +293,8 @@ def _sample(conn, n: int, newest_sql: str, random_sql: str) -> list[str]:
     return picked[:max(n, 0)]
 
 
-def _drill_sqlite(manifest, local: Path, report: dict, sample_threads: int, keep: bool, on_restored, log) -> None:
+def _drill_sqlite(manifest, local: Path, report: dict, sample_threads: int, keep: bool, on_restored, log,
+                  serde=None) -> None:
     scratch_dir = Path(tempfile.mkdtemp(prefix="checkpoint-ops-drill-sqlite-"))
     scratch = scratch_dir / "restored.sqlite"
     report["scratch"] = str(scratch)
@@ -276,7 +303,7 @@ def _drill_sqlite(manifest, local: Path, report: dict, sample_threads: int, keep
         shutil.copyfile(local, scratch)
         report["rto_s"]["restore"] = round(time.perf_counter() - t0, 3)
         t0 = time.perf_counter()
-        _verify_sqlite(manifest, scratch, report, sample_threads)
+        _verify_sqlite(manifest, scratch, report, sample_threads, serde=serde)
         report["rto_s"]["verify"] = round(time.perf_counter() - t0, 3)
         if on_restored is not None and not report["problems"]:
             on_restored(StoreTarget("sqlite", str(scratch), f"drill:{manifest['backup_id']}"))
@@ -286,7 +313,7 @@ def _drill_sqlite(manifest, local: Path, report: dict, sample_threads: int, keep
             log(f"drill: removed scratch copy {scratch}")
 
 
-def _verify_sqlite(manifest: dict, path: Path, report: dict, sample_threads: int) -> None:
+def _verify_sqlite(manifest: dict, path: Path, report: dict, sample_threads: int, serde=None) -> None:
     from langgraph.checkpoint.sqlite import SqliteSaver
 
     from include.checkpoint_core.sqlite_store import connect_sqlite, open_sqlite_readonly, read_schema
@@ -329,5 +356,5 @@ def _verify_sqlite(manifest: dict, path: Path, report: dict, sample_threads: int
                                   "AND checkpoint_id = ?", (thread, newest)).fetchone()[0]
             return newest, writes, n
 
-        _check_threads(SqliteSaver(conn), threads, raw, problems, report)
+        _check_threads(SqliteSaver(conn, serde=serde), threads, raw, problems, report)
         conn.commit()

@@ -17,6 +17,7 @@ from typing import Any
 from include.checkpoint_core.backup.errors import BackupFolderMissing, InvalidBackupId
 
 MANIFEST = "manifest.json"
+OFFLOAD_REFS = "offload-references.json"  # digests of the offloaded blobs the backup's rows reference
 STARTED = "started.json"  # written first: dates a backup that never finished
 DRILL = "drill.json"  # the last drill's verdict, written by restore_drill
 PG_FILE = "dump.pgdump"

@@ -10,6 +10,7 @@ transaction; counts, checksums and the canary come from that copy.
 from __future__ import annotations
 
 import secrets
+import sqlite3
 import tempfile
 import time
 from collections.abc import Callable
@@ -23,9 +24,10 @@ from psycopg import sql
 from include.checkpoint_core.backup.checksums import CANARY_TABLE, pg_table_digests, sqlite_table_digests
 from include.checkpoint_core.backup.errors import BackupExists, BackupFailed
 from include.checkpoint_core.backup.layout import (
-    FORMAT_VERSION, MANIFEST, PG_FILE, SQLITE_FILE, STARTED, check_backup_id, iso, read_manifest, upload, utc,
+    FORMAT_VERSION, MANIFEST, OFFLOAD_REFS, PG_FILE, SQLITE_FILE, STARTED, check_backup_id, iso, read_manifest, upload, utc,
     write_json,
 )
+from include.checkpoint_core.errors import NotACheckpointStore
 from include.checkpoint_core.backup.pgtools import check_tool_for_server, find_tool, scrub, start_tool
 from include.checkpoint_core.postgres_store import connect_postgres, describe_dsn, schema_versions
 from include.checkpoint_core.stores import StoreTarget
@@ -66,11 +68,21 @@ def take_backup(
             manifest, local = _dump_postgres(target, Path(tmp), backup_id, canary, pg_bin_dir, lock_wait_timeout_s, log)
         else:
             manifest, local = _snapshot_sqlite(target, Path(tmp))
+        if "checkpoints" not in manifest["rows"]:
+            raise NotACheckpointStore(
+                f"{target.display} has no checkpoints table: this backup would protect nothing.",
+                hint="Point the connection at the store the app's saver writes to (database and schema).",
+            )
+        offloaded = manifest.pop("offloaded")
         t0 = time.perf_counter()
         try:
             size, digest = upload(local, dest / manifest["file"])
+            # The offloaded blobs this backup's rows reference: garbage collection keeps them while
+            # the backup exists, so a restore finds its values.
+            write_json(dest / OFFLOAD_REFS, {"sha256": offloaded})
         except OSError as exc:
             raise _folder_error(dest, exc) from exc
+        manifest["offload_references"] = len(offloaded)
         manifest["timings"]["upload_s"] = round(time.perf_counter() - t0, 3)
     manifest = {
         "format": FORMAT_VERSION, "backup_id": backup_id, "kind": target.kind, "source": target.display,
@@ -84,6 +96,23 @@ def take_backup(
     log(f"backup {backup_id}: {size} bytes, sha256 {digest[:12]}..., rows {manifest['rows']}, "
         f"{manifest['duration_s']}s")
     return manifest
+
+
+def _offload_references(conn, counts: dict) -> list[str]:
+    """Sorted sha256 digests of the offloaded values the snapshot's rows reference."""
+    from include.checkpoint_core.offload.gc import POSTGRES_COLUMNS, SQLITE_COLUMNS, _add_references, postgres_references_in
+    from include.checkpoint_core.offload.serializer import OFFLOAD_TYPE
+
+    found: set[str] = set()
+    if isinstance(conn, sqlite3.Connection):
+        for table, column in SQLITE_COLUMNS:
+            if table in counts:
+                rows = conn.execute(f"SELECT type, {column} FROM {table} WHERE type = ? OR type LIKE ?",
+                                    (OFFLOAD_TYPE, OFFLOAD_TYPE + "+%"))
+                _add_references(rows, table, found)
+    elif all(t in counts for t, _ in POSTGRES_COLUMNS):
+        postgres_references_in(conn, found)
+    return sorted(found)
 
 
 def _folder_error(where, exc: OSError) -> BackupFailed:
@@ -147,6 +176,7 @@ def _dump_postgres(target: StoreTarget, tmp: Path, backup_id: str, canary: bool,
                 # pg_dump imports the snapshot while this transaction, which owns it, stays open.
                 counts, checksums = pg_table_digests(conn)
                 versions = schema_versions(conn)
+                offloaded = _offload_references(conn, counts)
                 _, stderr = proc.communicate()
             if proc.returncode != 0:
                 retry = not any(m in stderr for m in ("permission denied", "aborting because of server version"))
@@ -165,7 +195,7 @@ def _dump_postgres(target: StoreTarget, tmp: Path, backup_id: str, canary: bool,
     return {
         "file": PG_FILE, "format_detail": "pg_dump custom format (pg_restore)", "tool": tool,
         "server_version_num": int(server), "encoding": encoding, "schema": schema, "rows": counts, "checksums": checksums,
-        "schema_versions": versions, "canary": canary_row, "timings": {"dump_s": dump_s},
+        "schema_versions": versions, "canary": canary_row, "timings": {"dump_s": dump_s}, "offloaded": offloaded,
     }, local
 
 
@@ -178,6 +208,7 @@ def _snapshot_sqlite(target: StoreTarget, tmp: Path) -> tuple[dict, Path]:
     snap = take_snapshot(target.location, tmp / SQLITE_FILE)
     with open_sqlite_readonly(snap.path) as conn:
         counts, checksums = sqlite_table_digests(conn)
+        offloaded = _offload_references(conn, counts) if "checkpoints" in counts else []
         newest = conn.execute(
             "SELECT thread_id, checkpoint_ns, checkpoint_id FROM checkpoints ORDER BY checkpoint_id DESC LIMIT 1"
         ).fetchone()
@@ -190,5 +221,5 @@ def _snapshot_sqlite(target: StoreTarget, tmp: Path) -> tuple[dict, Path]:
         "file": SQLITE_FILE, "format_detail": "SQLite database file (online backup API)",
         "rows": counts, "checksums": checksums,
         "schema_versions": {"sqlite": snap.schema_version, "name": SCHEMA_NAMES[snap.schema_version]},
-        "canary": canary, "timings": {"snapshot_s": round(time.perf_counter() - t0, 3)},
+        "canary": canary, "timings": {"snapshot_s": round(time.perf_counter() - t0, 3)}, "offloaded": offloaded,
     }, Path(snap.path)

@@ -97,6 +97,17 @@ def _postgres_references(dsn: str, into: set[str]) -> int:
         return count
 
 
+def postgres_references_in(conn, into: set[str]) -> int:
+    """References read on the caller's connection, inside its transaction: a backup reads them in
+    the very snapshot it dumps, so its list matches its rows exactly."""
+    count = 0
+    for table, column in POSTGRES_COLUMNS:
+        cur = conn.execute(f"SELECT type, {column} AS data FROM {table} WHERE " + _WHERE.format(p="%s", p2="%s"), _PARAMS)
+        rows = ((r["type"], r["data"]) if isinstance(r, dict) else tuple(r) for r in cur)
+        count += _add_references(rows, f"table {table}", into)
+    return count
+
+
 def referenced_digests(target: StoreTarget, into: set[str] | None = None) -> tuple[set[str], int]:
     """The sha256 digests a store's offload rows reference, and how many rows reference one."""
     digests = set() if into is None else into
@@ -115,8 +126,12 @@ def collect_offloaded_garbage(
     now: datetime | None = None,
     dry_run: bool = False,
     log: Callable[[str], None] | None = None,
+    also_referenced: Iterable[str] = (),
 ) -> dict:
     """Delete unreferenced objects older than ``grace_hours`` from ``blobs``; return a plain-dict report.
+
+    ``also_referenced``: digests to keep besides the stores' own, e.g. those the retained backups
+    reference (a restore must find its blobs).
 
     ``grace_hours`` must exceed the serializer's ``refresh_after`` (1 h by default) plus the
     longest time an app takes between serializing a checkpoint and committing it; 0 is for tests.
@@ -146,7 +161,7 @@ def collect_offloaded_garbage(
     log(f"{blobs.describe()}: {scanned:,} objects ({scanned_bytes:,} bytes), {foreign:,} not in the blob layout")
 
     # 2. What every store references; a store that cannot be read raises here, before any delete.
-    referenced: set[str] = set()
+    referenced: set[str] = set(also_referenced)
     rows = 0
     for t in targets:
         before = len(referenced)
@@ -172,6 +187,16 @@ def collect_offloaded_garbage(
     deleted = freed = 0
     doomed_bytes = sum(size for _, size in doomed)
     if doomed and not dry_run:
+        # Looked at again right before deleting: the app may have reused (and so refreshed) an
+        # object while the references were being read, and its new checkpoint may not be readable yet.
+        still = []
+        for key, size in doomed:
+            info = blobs.stat(key)
+            if info is not None and info.last_modified <= cutoff:
+                still.append((key, size))
+            else:
+                kept_young += 1
+        doomed, doomed_bytes = still, sum(size for _, size in still)
         deleted = blobs.delete(key for key, _ in doomed)
         freed = doomed_bytes  # every listed object asked for is gone now (deleting a gone key succeeds)
     log(f"{'would delete' if dry_run else 'deleted'} {len(doomed) if dry_run else deleted:,} objects "

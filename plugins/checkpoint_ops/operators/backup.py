@@ -91,6 +91,7 @@ class CheckpointRestoreDrillOperator(CheckpointOpsOperator):
 
     def run(self, context: Context) -> dict[str, Any]:
         from checkpoint_ops.hooks import CheckpointStoreHook
+        from checkpoint_ops.operators.pruning import offload_blob_store
         from include.checkpoint_core.backup import restore_drill
 
         admin = CheckpointStoreHook(self.scratch_conn_id or self.checkpoint_conn_id).get_target()
@@ -101,6 +102,7 @@ class CheckpointRestoreDrillOperator(CheckpointOpsOperator):
             backup_id=str(self.backup_id) or None,
             sample_threads=int(self.sample_threads),
             log=self.log.info,
+            blobs=offload_blob_store(),  # a backup of offloaded values is only whole with its blobs
         )
         rto = report.get("rto_s", {})
         self.log.info("Drill of %s passed: backup %s restored and verified; RTO %ss (%s)", self.checkpoint_conn_id,

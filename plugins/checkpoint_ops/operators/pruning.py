@@ -137,29 +137,56 @@ def offload_blob_store():
 
 
 class CheckpointOffloadGcOperator(CheckpointOpsOperator):
-    """Delete offloaded blobs no store references any more, once older than the grace period.
+    """Delete offloaded blobs that no store and no retained backup references, once older than
+    the grace period.
 
-    Every store that shares the offload bucket is read in one pass (a blob may be referenced by
-    any of them). Skipped when the app does not offload (no ``checkpoint_blob_offload_url``).
+    It reads every defined store connection, whatever the run's ``stores`` param says (a blob
+    may be referenced by any store sharing the bucket), and the reference lists of every backup
+    still kept (a restore must find its blobs). Skipped when the app does not offload (no
+    ``checkpoint_blob_offload_url``).
     """
 
-    template_fields: Sequence[str] = ("checkpoint_conn_ids", "grace_hours", "dry_run")
+    template_fields: Sequence[str] = ("grace_hours", "dry_run")
 
-    def __init__(self, *, checkpoint_conn_ids: Any, grace_hours: float | str = 24, dry_run: bool | str = False,
-                 **kwargs: Any) -> None:
+    def __init__(self, *, grace_hours: float | str = 24, dry_run: bool | str = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.checkpoint_conn_ids = checkpoint_conn_ids
         self.grace_hours = grace_hours
         self.dry_run = dry_run
 
     def run(self, context: Context) -> dict[str, Any]:
         from airflow.sdk.exceptions import AirflowSkipException
 
+        from checkpoint_ops.hooks import KNOWN_STORE_CONN_IDS, resolve_store_conn_ids
         from include.checkpoint_core.offload import collect_offloaded_garbage
 
         blobs = offload_blob_store()
         if blobs is None:
             raise AirflowSkipException(f"Blob offload is not configured (Variable {OFFLOAD_VARIABLE}); nothing to collect.")
-        targets = [self.store_target(c) for c in self.checkpoint_conn_ids]
-        return collect_offloaded_garbage(targets, blobs, grace_hours=float(self.grace_hours),
-                                         dry_run=as_bool(self.dry_run), log=self.log.info)
+        conn_ids = resolve_store_conn_ids([], KNOWN_STORE_CONN_IDS, log=self.log.info)
+        kept_by_backups = backup_references(conn_ids, self.log.info)
+        return collect_offloaded_garbage([self.store_target(c) for c in conn_ids], blobs,
+                                         grace_hours=float(self.grace_hours), dry_run=as_bool(self.dry_run),
+                                         log=self.log.info, also_referenced=kept_by_backups)
+
+
+def backup_references(conn_ids, log) -> set[str]:
+    """Digests of the offloaded blobs referenced by every complete backup of these stores."""
+    from checkpoint_ops.operators.backup import backup_folder
+    from include.checkpoint_core.backup import BackupFolderMissing, list_backups
+    from include.checkpoint_core.backup.layout import OFFLOAD_REFS, read_json
+
+    digests: set[str] = set()
+    for conn_id in conn_ids:
+        folder = backup_folder(conn_id)
+        try:
+            manifests = list_backups(folder)
+        except BackupFolderMissing:
+            continue
+        for m in manifests:
+            if m.get("offload_references"):
+                refs = read_json(folder / m["backup_id"] / OFFLOAD_REFS)
+                if refs is None:
+                    raise RuntimeError(f"backup {m['backup_id']} of {conn_id} lists no {OFFLOAD_REFS}; not collecting.")
+                digests.update(refs.get("sha256") or [])
+        log(f"{conn_id}: {len(manifests)} backups kept; {len(digests):,} offloaded blobs referenced by backups so far")
+    return digests
