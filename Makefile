@@ -19,7 +19,7 @@ export CHECKPOINT_OPS_DEMO_DIR ?= $(ROOT)/.demo
 # The embedded default store: a SQLite checkpoint file under .demo/ (override to point elsewhere).
 export AIRFLOW_CONN_CHECKPOINTS_SQLITE ?= {"conn_type": "sqlite", "host": "$(CHECKPOINT_OPS_DEMO_DIR)/checkpoints.sqlite"}
 
-.PHONY: install demo test ui bench bench-migration bench-pruning bench-metadata clean
+.PHONY: install demo test ui bench bench-migration bench-pruning bench-metadata bench-offload clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -49,6 +49,9 @@ bench-metadata: install
 
 bench-pruning: install
 	$(BIN)/python benchmarks/pruning.py
+
+bench-offload: install
+	$(BIN)/python benchmarks/offload.py
 
 clean:
 	rm -rf $(ROOT)/.airflow $(CHECKPOINT_OPS_DEMO_DIR) .pytest_cache
