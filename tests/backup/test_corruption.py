@@ -89,7 +89,9 @@ def test_a_damaged_sqlite_copy_fails_its_integrity_check(sqlite_source, folder):
     _edit_manifest(folder, "b1", _rehash(folder, "b1"))
     with pytest.raises(DrillFailed) as caught:
         restore_drill(folder, min_age_hours=0, log=lambda _: None)
-    assert "integrity_check" in str(caught.value), str(caught.value)
+    # Where the flipped byte lands decides which check sees it first; each names the damage.
+    message = str(caught.value)
+    assert any(m in message for m in ("integrity_check", "malformed", "does not open", "cannot be read")), message
 
 
 def test_scratch_database_is_dropped_when_a_check_raises(pg_source, folder, pg_admin):
