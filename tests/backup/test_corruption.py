@@ -104,3 +104,16 @@ def test_scratch_database_is_dropped_when_a_check_raises(pg_source, folder, pg_a
     with pytest.raises(RuntimeError, match="extra check failed"):
         restore_drill(folder, admin_dsn=ADMIN_DSN, min_age_hours=0, on_restored=broken_check, log=lambda _: None)
     assert drill_databases(pg_admin) == before
+
+
+def test_a_scratch_database_a_killed_drill_left_is_dropped_by_the_next(pg_source, folder, pg_admin):
+    stale, fresh = "checkpoint_ops_drill_202601010000_deadbeef", "checkpoint_ops_drill_209901010000_cafebabe"
+    for name in (stale, fresh):
+        pg_admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        take_backup(pg_source, folder, backup_id="b1", log=lambda _: None)
+        assert restore_drill(folder, admin_dsn=ADMIN_DSN, min_age_hours=0, log=lambda _: None)["passed"]
+        assert drill_databases(pg_admin) == {fresh}  # a drill might be running on one that young
+    finally:
+        for name in (stale, fresh):
+            pg_admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

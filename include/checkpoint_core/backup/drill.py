@@ -15,7 +15,7 @@ import time
 import uuid
 from collections.abc import Callable
 from contextlib import closing
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import psycopg
@@ -31,6 +31,7 @@ from include.checkpoint_core.postgres_store import connect_postgres, describe_ds
 from include.checkpoint_core.stores import StoreTarget
 
 SCRATCH_PREFIX = "checkpoint_ops_drill_"
+STALE_SCRATCH = timedelta(hours=6)
 LIST_LIMIT = 20  # checkpoints listed per sampled thread: enough to walk history, bounded on long threads
 
 
@@ -195,7 +196,8 @@ def _check_threads(saver, threads: list[str], raw: Callable[[str], tuple], probl
 def _drill_postgres(manifest, local: Path, admin_dsn: str, report: dict, sample_threads: int, keep: bool,
                     on_restored, pg_bin_dir, log, serde=None) -> None:
     pg_restore = find_tool("pg_restore", pg_bin_dir)
-    scratch = f"{SCRATCH_PREFIX}{uuid.uuid4().hex[:12]}"
+    # The creation time is in the name, so a later drill can drop one a killed worker left behind.
+    scratch = f"{SCRATCH_PREFIX}{datetime.now(timezone.utc):%Y%m%d%H%M}_{uuid.uuid4().hex[:8]}"
     schema = manifest.get("schema") or "public"
     # Tables restored outside public are only found on the source's search_path.
     scratch_dsn = make_conninfo(admin_dsn, dbname=scratch,
@@ -203,6 +205,7 @@ def _drill_postgres(manifest, local: Path, admin_dsn: str, report: dict, sample_
     report["scratch"] = describe_dsn(scratch_dsn)
     with closing(connect_postgres(admin_dsn, autocommit=True)) as admin:
         _check_restore_tool(pg_restore, manifest)
+        _drop_stale_scratch(admin, log)
         encoding = manifest.get("encoding") or admin.execute("SHOW server_encoding").fetchone()["server_encoding"]
         try:
             admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0 ENCODING {}").format(
@@ -225,6 +228,24 @@ def _drill_postgres(manifest, local: Path, admin_dsn: str, report: dict, sample_
     finally:
         if not keep:
             _drop_scratch(admin_dsn, scratch, log)
+        else:
+            with closing(connect_postgres(admin_dsn, autocommit=True)) as admin:
+                admin.execute(sql.SQL("COMMENT ON DATABASE {} IS 'keep'").format(sql.Identifier(scratch)))
+
+
+def _drop_stale_scratch(admin, log) -> None:
+    """Scratch databases older than STALE_SCRATCH that a killed drill left behind (kept ones spared)."""
+    rows = admin.execute(
+        "SELECT datname FROM pg_database WHERE datname LIKE %s "
+        "AND COALESCE(shobj_description(oid, 'pg_database'), '') <> 'keep'",
+        (SCRATCH_PREFIX.replace("_", "\\_") + "%",),
+    ).fetchall()
+    now = datetime.now(timezone.utc)
+    for row in rows:
+        match = re.fullmatch(rf"{SCRATCH_PREFIX}(\d{{12}})_[0-9a-f]{{8}}", row["datname"])
+        if match and datetime.strptime(match.group(1), "%Y%m%d%H%M").replace(tzinfo=timezone.utc) < now - STALE_SCRATCH:
+            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(row["datname"])))
+            log(f"drill: dropped scratch database {row['datname']}, left behind by an earlier drill")
 
 
 def _check_restore_tool(pg_restore: str, manifest: dict) -> None:
