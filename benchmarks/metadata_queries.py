@@ -24,7 +24,6 @@ with a metadata-only GIN in place of ours, the shape that thread-scoped lists re
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import statistics
 import sys
@@ -36,29 +35,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT)]
 
-ADMIN_DSN = os.environ.get("CHECKPOINT_OPS_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+from benchmarks.scratch_db import ADMIN_DSN, create_db, drop_db  # noqa: E402
 SESSION_TYPES = ("support", "onboarding", "billing", "escalation")
 SESSION_WEIGHTS = (55, 20, 15, 10)
 TARGET_P95_MS = 5.0
 _UUID_EPOCH_OFFSET = 0x01B21DD213814000  # 100 ns intervals from 1582-10-15 to 1970-01-01
-
-
-def create_db(tag: str) -> str:
-    import psycopg
-    from psycopg.conninfo import make_conninfo
-
-    name = f"cpo_bench_{tag}_{uuid.uuid4().hex[:6]}"
-    with psycopg.connect(ADMIN_DSN, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    return make_conninfo(ADMIN_DSN, dbname=name)
-
-
-def drop_db(dsn: str) -> None:
-    import psycopg
-    from psycopg.conninfo import conninfo_to_dict
-
-    with psycopg.connect(ADMIN_DSN, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{conninfo_to_dict(dsn)["dbname"]}" WITH (FORCE)')
 
 
 def uuid6_at(moment_ns: int, rng: random.Random) -> str:

@@ -20,39 +20,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from contextlib import closing
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT)]
 
-ADMIN_DSN = os.environ.get("CHECKPOINT_OPS_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
-
-
-def create_db(tag: str) -> str:
-    import psycopg
-    from psycopg.conninfo import make_conninfo
-
-    name = f"cpo_bench_{tag}_{uuid.uuid4().hex[:6]}"
-    with psycopg.connect(ADMIN_DSN, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    return make_conninfo(ADMIN_DSN, dbname=name)
-
-
-def drop_db(dsn: str) -> None:
-    import psycopg
-    from psycopg.conninfo import conninfo_to_dict
-
-    with psycopg.connect(ADMIN_DSN, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{conninfo_to_dict(dsn)["dbname"]}" WITH (FORCE)')
+from benchmarks.scratch_db import ADMIN_DSN, create_db, drop_db  # noqa: E402
 
 
 def build_source(threads: int, turns: int) -> Path:

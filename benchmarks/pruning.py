@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import operator
-import os
 import shutil
 import sqlite3
 import statistics
@@ -50,31 +49,12 @@ from typing import Annotated, TypedDict
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT)]
 
-ADMIN_DSN = os.environ.get("CHECKPOINT_OPS_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+from benchmarks.scratch_db import ADMIN_DSN, create_db, drop_db  # noqa: E402
 RETENTION_DAYS = 30
 NOTE = ("checkpoint-ops pruning benchmark: the app keeps writing while old history goes. " * 30)[:2048]
 SQLITE_TABLES = ("checkpoints", "writes")
 POSTGRES_TABLES = ("checkpoints", "checkpoint_blobs", "checkpoint_writes")
 NOT_APP = "WHERE thread_id NOT LIKE 'app-%'"
-
-
-def create_db(tag: str, template: str | None = None) -> str:
-    import psycopg
-    from psycopg.conninfo import conninfo_to_dict, make_conninfo
-
-    name = f"cpo_bench_{tag}_{uuid.uuid4().hex[:6]}"
-    with psycopg.connect(ADMIN_DSN, autocommit=True) as conn:
-        like = f' TEMPLATE "{conninfo_to_dict(template)["dbname"]}"' if template else ""
-        conn.execute(f'CREATE DATABASE "{name}"{like}')
-    return make_conninfo(ADMIN_DSN, dbname=name)
-
-
-def drop_db(dsn: str) -> None:
-    import psycopg
-    from psycopg.conninfo import conninfo_to_dict
-
-    with psycopg.connect(ADMIN_DSN, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{conninfo_to_dict(dsn)["dbname"]}" WITH (FORCE)')
 
 
 # --- the source and the stores ---------------------------------------------------------------

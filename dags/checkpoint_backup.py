@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from airflow.sdk import DAG, Param, task
 
-from checkpoint_ops.dag_defaults import lifecycle_dag
-from checkpoint_ops.hooks import KNOWN_STORE_CONN_IDS
+from checkpoint_ops.dag_defaults import lifecycle_dag, resolve_stores, stores_param
 from checkpoint_ops.operators.backup import CheckpointBackupOperator, CheckpointBackupRetentionOperator
 
 DOC = """
@@ -28,8 +27,6 @@ The backup id is the run id: a retried or cleared task redoes an unfinished back
 as it is. `checkpoint_restore_drill` proves the backups restore.
 """
 
-KNOWN_STORES = list(KNOWN_STORE_CONN_IDS)
-
 with DAG(
     dag_id="checkpoint_backup",
     description="Daily backups of LangGraph checkpoint stores (pg_dump / SQLite online backup) with manifests and retention.",
@@ -37,11 +34,7 @@ with DAG(
     schedule="0 2 * * *",
     **lifecycle_dag("backup"),
     params={
-        "stores": Param(
-            [], type="array", items={"type": "string", "pattern": r"^[A-Za-z0-9_.-]+$"},
-            title="Checkpoint stores",
-            description="Connection ids of the stores to back up. Empty: every defined one of " + ", ".join(KNOWN_STORES) + ".",
-        ),
+        "stores": stores_param("back up"),
         "keep_daily": Param(7, type="integer", minimum=1, maximum=366, title="Keep daily backups",
                             description="The newest backup of each of this many most recent days is kept."),
         "keep_weekly": Param(4, type="integer", minimum=0, maximum=520, title="Keep weekly backups",
@@ -50,13 +43,6 @@ with DAG(
                         description="Commit a known row before the dump; the restore drill checks it came back."),
     },
 ) as dag:
-
-    @task(task_id="resolve_stores")
-    def resolve_stores(params=None) -> list[str]:
-        """Check the requested connections up front; expand an empty list to the defined ones."""
-        from checkpoint_ops.hooks import resolve_store_conn_ids
-
-        return resolve_store_conn_ids(params["stores"], tuple(KNOWN_STORES))
 
     stores = resolve_stores()
     backup = CheckpointBackupOperator.partial(

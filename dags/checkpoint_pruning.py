@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from airflow.sdk import DAG, Param, task
 
-from checkpoint_ops.dag_defaults import lifecycle_dag
-from checkpoint_ops.hooks import KNOWN_STORE_CONN_IDS
+from checkpoint_ops.dag_defaults import lifecycle_dag, resolve_stores, stores_param
 from checkpoint_ops.operators.pruning import (
     CheckpointOffloadGcOperator,
     CheckpointPruneOperator,
@@ -46,8 +45,6 @@ Then **audit_sizes** lists the *audit_top_n* largest checkpoints per store and c
 also written to `reports/checkpoint_pruning/<run_id>/pruning.json` under the artifacts root.
 """
 
-KNOWN_STORES = list(KNOWN_STORE_CONN_IDS)
-
 with DAG(
     dag_id="checkpoint_pruning",
     description="Nightly retention for LangGraph checkpoint stores: old history, idle threads, orphans, space.",
@@ -55,11 +52,7 @@ with DAG(
     schedule="0 3 * * *",
     **lifecycle_dag("pruning"),
     params={
-        "stores": Param(
-            [], type="array", items={"type": "string", "pattern": r"^[A-Za-z0-9_.-]+$"},
-            title="Checkpoint stores",
-            description="Connection ids of the stores to prune. Empty: every defined one of " + ", ".join(KNOWN_STORES) + ".",
-        ),
+        "stores": stores_param("prune"),
         "retention_days": Param(
             30, type="number", minimum=0, maximum=36500, title="Retention (days)",
             description="Checkpoints older than this many days are pruned (by their uuid6 checkpoint id).",
@@ -106,13 +99,6 @@ with DAG(
         ),
     },
 ) as dag:
-
-    @task(task_id="resolve_stores")
-    def resolve_stores(params=None) -> list[str]:
-        """Check the requested connections up front; expand an empty list to the defined ones."""
-        from checkpoint_ops.hooks import resolve_store_conn_ids
-
-        return resolve_store_conn_ids(params["stores"], tuple(KNOWN_STORES))
 
     stores = resolve_stores()
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from airflow.sdk import DAG, Param, task
 
-from checkpoint_ops.dag_defaults import lifecycle_dag
-from checkpoint_ops.hooks import KNOWN_STORE_CONN_IDS
+from checkpoint_ops.dag_defaults import lifecycle_dag, resolve_stores, stores_param
 from checkpoint_ops.operators.backup import CheckpointRestoreDrillOperator
 
 DOC = """
@@ -25,8 +24,6 @@ Weekly (Sunday 04:00 UTC). For every store, takes the newest backup that is at l
 A drill that fails fails the task loudly, without retrying, naming every mismatch.
 """
 
-KNOWN_STORES = list(KNOWN_STORE_CONN_IDS)
-
 with DAG(
     dag_id="checkpoint_restore_drill",
     description="Weekly restore drill: restore the newest backup into a scratch database, verify it, report the RTO.",
@@ -34,11 +31,7 @@ with DAG(
     schedule="0 4 * * 0",
     **lifecycle_dag("backup"),
     params={
-        "stores": Param(
-            [], type="array", items={"type": "string", "pattern": r"^[A-Za-z0-9_.-]+$"},
-            title="Checkpoint stores",
-            description="Connection ids whose backups to drill. Empty: every defined one of " + ", ".join(KNOWN_STORES) + ".",
-        ),
+        "stores": stores_param("drill"),
         "min_age_hours": Param(24, type="number", minimum=0, title="Minimum backup age (hours)",
                                description="Drill the newest backup at least this old."),
         "backup_id": Param("", type="string", pattern=r"^[A-Za-z0-9._-]*$", title="Backup id",
@@ -50,13 +43,6 @@ with DAG(
                                  "Empty: the store's own connection."),
     },
 ) as dag:
-
-    @task(task_id="resolve_stores")
-    def resolve_stores(params=None) -> list[str]:
-        """Check the requested connections up front; expand an empty list to the defined ones."""
-        from checkpoint_ops.hooks import resolve_store_conn_ids
-
-        return resolve_store_conn_ids(params["stores"], tuple(KNOWN_STORES))
 
     drill = CheckpointRestoreDrillOperator.partial(
         task_id="drill",

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from airflow.sdk import DAG, Param, task
 
-from checkpoint_ops.dag_defaults import lifecycle_dag
-from checkpoint_ops.hooks import KNOWN_STORE_CONN_IDS
+from checkpoint_ops.dag_defaults import lifecycle_dag, resolve_stores, stores_param
 from checkpoint_ops.operators.setup import CheckpointSetupOperator
 from include.checkpoint_core.indexes import DEFAULT_TAG_KEYS, TAG_KEY_PATTERN
 
@@ -30,8 +29,6 @@ already current is left untouched and its report says `changes: []`. The combine
 the task log, to XCom and to `reports/checkpoint_setup/<run_id>/setup.json` under the artifacts root.
 """
 
-KNOWN_STORES = list(KNOWN_STORE_CONN_IDS)
-
 with DAG(
     dag_id="checkpoint_setup",
     description="Create or upgrade LangGraph checkpoint schemas (SQLite WAL, PostgresSaver, PostgresStore).",
@@ -39,14 +36,7 @@ with DAG(
     schedule=None,
     **lifecycle_dag("setup"),
     params={
-        "stores": Param(
-            [],
-            type="array",
-            items={"type": "string", "pattern": r"^[A-Za-z0-9_.-]+$"},
-            title="Checkpoint stores",
-            description="Connection ids of the stores to set up. Empty: every defined one of "
-            + ", ".join(KNOWN_STORES) + ".",
-        ),
+        "stores": stores_param("set up"),
         "include_store": Param(
             True,
             type="boolean",
@@ -72,13 +62,6 @@ with DAG(
         ),
     },
 ) as dag:
-
-    @task(task_id="resolve_stores")
-    def resolve_stores(params=None) -> list[str]:
-        """Check the requested connections up front; expand an empty list to the defined ones."""
-        from checkpoint_ops.hooks import resolve_store_conn_ids
-
-        return resolve_store_conn_ids(params["stores"], tuple(KNOWN_STORES))
 
     setup_store = CheckpointSetupOperator.partial(
         task_id="setup_store",
