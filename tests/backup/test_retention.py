@@ -58,7 +58,7 @@ def test_the_last_good_backups_survive_any_window(tmp_path):
     (tmp_path / "2025-03-20" / "drill.json").write_text(json.dumps({"passed": False}))
     report = apply_retention(tmp_path, keep_daily=7, keep_weekly=4, now=NOW + timedelta(days=90), log=lambda _: None)
     assert report["kept"] == ["2025-03-20", "2025-03-10"]
-    assert report["reasons"]["2025-03-20"] == ["newest complete backup"]
+    assert report["reasons"]["2025-03-20"] == ["newest complete backup", "the backup the next restore drill takes"]
     assert report["reasons"]["2025-03-10"] == ["newest backup that passed a drill"]
     assert [m["backup_id"] for m in list_backups(tmp_path)] == ["2025-03-20", "2025-03-10"]
     # Even with both windows switched off.
@@ -78,3 +78,12 @@ def test_unfinished_backups_go_only_after_a_day(tmp_path):
     assert report["unfinished_kept"] == ["running"] and (tmp_path / "running").exists()
     assert report["ignored"] == ["not-a-backup"] and (tmp_path / "not-a-backup" / "notes.txt").exists()
     assert [m["backup_id"] for m in list_backups(tmp_path)] == ["done"], "unfinished backups are never listed"
+
+
+def test_the_backup_the_next_drill_takes_survives_a_one_day_window(tmp_path):
+    """With keep_daily=1 the drill's pick (the newest at least 24 h old) is outside the window."""
+    twenty_daily(tmp_path)
+    report = apply_retention(tmp_path, keep_daily=1, keep_weekly=0, now=NOW, log=lambda _: None)
+    # 20 March 03:00 is 15 h old (the window's and the newest); the drill takes 19 March 15:00.
+    assert report["kept"] == ["2025-03-20", "2025-03-19-late"]
+    assert report["reasons"]["2025-03-19-late"] == ["the backup the next restore drill takes"]

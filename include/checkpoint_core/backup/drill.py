@@ -24,7 +24,7 @@ from psycopg.conninfo import make_conninfo
 
 from include.checkpoint_core.backup.checksums import CANARY_TABLE, pg_table_digests, sqlite_table_digests
 from include.checkpoint_core.backup.errors import BackupCorrupt, BackupError, DrillFailed, NoBackupFound, ToolMissing
-from include.checkpoint_core.backup.layout import DRILL, download, iso, list_backups, parse_time, utc, write_json
+from include.checkpoint_core.backup.layout import DRILL, MANIFEST, download, iso, list_backups, parse_time, utc, write_json
 from include.checkpoint_core.backup.pgtools import find_tool, run_tool, tool_version
 from include.checkpoint_core.errors import CheckpointStoreError
 from include.checkpoint_core.postgres_store import connect_postgres, describe_dsn, schema_versions
@@ -153,7 +153,9 @@ def _check_offloaded(backup_dir, manifest: dict, blobs, report: dict, log):
 
 def _record(folder, bid: str, report: dict, record: bool, t_start: float) -> None:
     report["rto_s"]["total"] = round(time.perf_counter() - t_start, 3)
-    if record:
+    # Only beside a backup that is still there: retention may have removed it meanwhile, and a
+    # lone drill.json would re-create its folder.
+    if record and (folder / bid / MANIFEST).exists():
         write_json(folder / bid / DRILL, report)
 
 

@@ -16,6 +16,7 @@ from include.checkpoint_core.backup.layout import (
     DRILL, MANIFEST, STARTED, backup_dirs, iso, parse_time, read_json, read_manifest, remove_tree, utc,
 )
 
+DRILL_MIN_AGE = timedelta(hours=24)  # the drill's default min_age_hours
 INCOMPLETE_GRACE = timedelta(days=1)  # a backup without a manifest this young may still be running
 
 
@@ -67,6 +68,11 @@ def apply_retention(
             drill = read_json(d / DRILL)
             if drill and drill.get("passed") is True:
                 reasons[bid].append("newest backup that passed a drill")
+                break
+        # The one the next drill will pick (the newest a day old): never deleted under a drill.
+        for created, bid, _ in complete:
+            if now - created >= DRILL_MIN_AGE:
+                reasons[bid].append("the backup the next restore drill takes")
                 break
 
     kept = [bid for _, bid, _ in complete if reasons[bid]]
