@@ -36,15 +36,15 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT)]
 
 from benchmarks.scratch_db import ADMIN_DSN, create_db, drop_db  # noqa: E402
+from include.checkpoint_core.ids import UUID_EPOCH_OFFSET  # noqa: E402
 SESSION_TYPES = ("support", "onboarding", "billing", "escalation")
 SESSION_WEIGHTS = (55, 20, 15, 10)
 TARGET_P95_MS = 5.0
-_UUID_EPOCH_OFFSET = 0x01B21DD213814000  # 100 ns intervals from 1582-10-15 to 1970-01-01
 
 
 def uuid6_at(moment_ns: int, rng: random.Random) -> str:
     """A LangGraph-style uuid6 for a given time: ids sort by time, as the real ones do."""
-    ts = moment_ns // 100 + _UUID_EPOCH_OFFSET
+    ts = moment_ns // 100 + UUID_EPOCH_OFFSET
     value = ((ts >> 12) & 0xFFFFFFFFFFFF) << 80 | 0x6 << 76 | (ts & 0x0FFF) << 64
     value |= (0x8000 | rng.getrandbits(14)) << 48 | rng.getrandbits(48)
     return str(uuid.UUID(int=value))

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from uuid import UUID
 
-_UUID_EPOCH_OFFSET = 0x01B21DD213814000  # 100 ns intervals from 1582-10-15 to 1970-01-01
+UUID_EPOCH_OFFSET = 0x01B21DD213814000  # 100 ns intervals from 1582-10-15 to 1970-01-01
 
 
 def uuid6_datetime(checkpoint_id: str) -> datetime | None:
@@ -22,4 +22,12 @@ def uuid6_datetime(checkpoint_id: str) -> datetime | None:
         return None
     value = u.int
     timestamp = (((value >> 80) & 0xFFFFFFFFFFFF) << 12) | ((value >> 64) & 0x0FFF)
-    return datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(microseconds=(timestamp - _UUID_EPOCH_OFFSET) // 10)
+    return datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(microseconds=(timestamp - UUID_EPOCH_OFFSET) // 10)
+
+
+def uuid6_floor(moment: datetime) -> str:
+    """The smallest uuid6 text for ``moment``: every id minted before it sorts below."""
+    ticks = int((moment - datetime(1970, 1, 1, tzinfo=timezone.utc)) / timedelta(microseconds=1)) * 10
+    ticks += UUID_EPOCH_OFFSET
+    high, low = ticks >> 12, ticks & 0xFFF
+    return f"{high >> 16:08x}-{high & 0xFFFF:04x}-6{low:03x}-0000-000000000000"

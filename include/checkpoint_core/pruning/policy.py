@@ -11,17 +11,10 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
 
+from include.checkpoint_core.ids import uuid6_floor
+
 STRATEGIES = ("keep_latest", "delete")
 ORPHAN_MIN_AGE = timedelta(days=1)
-_UUID_EPOCH_OFFSET = 0x01B21DD213814000  # 100 ns intervals from 1582-10-15 to 1970-01-01
-
-
-def uuid6_floor(moment: datetime) -> str:
-    """The smallest uuid6 text for ``moment``: every id minted before it sorts below."""
-    ticks = int((moment - datetime(1970, 1, 1, tzinfo=timezone.utc)) / timedelta(microseconds=1)) * 10
-    ticks += _UUID_EPOCH_OFFSET
-    high, low = ticks >> 12, ticks & 0xFFF
-    return f"{high >> 16:08x}-{high & 0xFFFF:04x}-6{low:03x}-0000-000000000000"
 
 
 @dataclass(frozen=True)
