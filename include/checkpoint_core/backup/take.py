@@ -100,16 +100,14 @@ def take_backup(
 
 def _offload_references(conn, counts: dict) -> list[str]:
     """Sorted sha256 digests of the offloaded values the snapshot's rows reference."""
-    from include.checkpoint_core.offload.gc import POSTGRES_COLUMNS, SQLITE_COLUMNS, _add_references, postgres_references_in
-    from include.checkpoint_core.offload.serializer import OFFLOAD_TYPE
+    from include.checkpoint_core.offload.gc import (
+        POSTGRES_COLUMNS, SQLITE_COLUMNS, postgres_references_in, sqlite_references_in,
+    )
 
     found: set[str] = set()
     if isinstance(conn, sqlite3.Connection):
-        for table, column in SQLITE_COLUMNS:
-            if table in counts:
-                rows = conn.execute(f"SELECT type, {column} FROM {table} WHERE type = ? OR type LIKE ?",
-                                    (OFFLOAD_TYPE, OFFLOAD_TYPE + "+%"))
-                _add_references(rows, table, found)
+        if all(t in counts for t, _ in SQLITE_COLUMNS):
+            sqlite_references_in(conn, found)
     elif all(t in counts for t, _ in POSTGRES_COLUMNS):
         postgres_references_in(conn, found)
     return sorted(found)
@@ -208,7 +206,7 @@ def _snapshot_sqlite(target: StoreTarget, tmp: Path) -> tuple[dict, Path]:
     snap = take_snapshot(target.location, tmp / SQLITE_FILE)
     with open_sqlite_readonly(snap.path) as conn:
         counts, checksums = sqlite_table_digests(conn)
-        offloaded = _offload_references(conn, counts) if "checkpoints" in counts else []
+        offloaded = _offload_references(conn, counts)
         newest = conn.execute(
             "SELECT thread_id, checkpoint_ns, checkpoint_id FROM checkpoints ORDER BY checkpoint_id DESC LIMIT 1"
         ).fetchone()

@@ -63,14 +63,19 @@ def _sqlite_references(path: str, into: set[str]) -> int:
     with open_sqlite_readonly(p) as conn:
         if read_schema(conn, p).version == SCHEMA_LEGACY:
             raise UnsupportedSchema(f"{p} has the legacy thread_ts layout, which no offloading saver writes.")
-        count = 0
-        for table, column in SQLITE_COLUMNS:
-            sql = f"SELECT type, {column} FROM {table} WHERE " + _WHERE.format(p="?", p2="?")
-            try:
-                count += _add_references(conn.execute(sql, _PARAMS), f"{p} table {table}", into)
-            except sqlite3.Error as exc:
-                raise classify_sqlite_error(exc, p, "reading offload references from") from exc
-        return count
+        try:
+            return sqlite_references_in(conn, into, where=str(p))
+        except sqlite3.Error as exc:
+            raise classify_sqlite_error(exc, p, "reading offload references from") from exc
+
+
+def sqlite_references_in(conn: sqlite3.Connection, into: set[str], where: str = "") -> int:
+    """References read on the caller's connection (a backup reads them from its own snapshot)."""
+    count = 0
+    for table, column in SQLITE_COLUMNS:
+        sql = f"SELECT type, {column} FROM {table} WHERE " + _WHERE.format(p="?", p2="?")
+        count += _add_references(conn.execute(sql, _PARAMS), f"{where} table {table}".strip(), into)
+    return count
 
 
 def _postgres_references(dsn: str, into: set[str]) -> int:
