@@ -11,7 +11,7 @@ import json
 import os
 import shutil
 import tempfile
-from contextlib import closing
+from contextlib import closing, contextmanager
 import uuid
 from pathlib import Path
 
@@ -102,6 +102,29 @@ def airflow_db():
 
     db.initdb()
     return _AIRFLOW_HOME
+
+
+@contextmanager
+def open_saver(target):
+    """The app's view of a store (a ``StoreTarget``): a real saver and store on it."""
+    if target.kind == "sqlite":
+        from langgraph.checkpoint.sqlite import SqliteSaver
+        from langgraph.store.sqlite import SqliteStore
+
+        from include.checkpoint_core.sqlite_store import connect_sqlite
+
+        with closing(connect_sqlite(target.location)) as conn, \
+                closing(connect_sqlite(target.location, autocommit=True)) as store_conn:
+            yield SqliteSaver(conn), SqliteStore(store_conn)
+            conn.commit()
+    else:
+        from langgraph.checkpoint.postgres import PostgresSaver
+        from langgraph.store.postgres import PostgresStore
+
+        from include.checkpoint_core.postgres_store import open_postgres_pool
+
+        with closing(open_postgres_pool(target.location)) as pool:
+            yield PostgresSaver(pool), PostgresStore(pool)
 
 
 def sqlite_conn_env(path: Path) -> str:

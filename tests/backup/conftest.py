@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import shutil
 import uuid
-from contextlib import closing, contextmanager
 
 import pytest
 from psycopg.conninfo import make_conninfo
 
 from include.checkpoint_core.stores import StoreTarget, setup_store
-from tests.conftest import PG_ADMIN_DSN, SENTINEL_PASSWORD, _dsn_for
+from tests.conftest import PG_ADMIN_DSN, SENTINEL_PASSWORD, _dsn_for, open_saver  # noqa: F401 (re-exported)
 
 SPEC = dict(threads=12, turns=2, interrupted=0.25, crashed=0.17, seed=3)
 ADMIN_DSN = make_conninfo(PG_ADMIN_DSN, password=SENTINEL_PASSWORD)
@@ -23,29 +22,6 @@ ADMIN_DSN = make_conninfo(PG_ADMIN_DSN, password=SENTINEL_PASSWORD)
 
 def with_password(dsn: str) -> str:
     return make_conninfo(dsn, password=SENTINEL_PASSWORD)
-
-
-@contextmanager
-def open_saver(target: StoreTarget):
-    """The app's view of a store: a real saver and store on it."""
-    if target.kind == "sqlite":
-        from langgraph.checkpoint.sqlite import SqliteSaver
-        from langgraph.store.sqlite import SqliteStore
-
-        from include.checkpoint_core.sqlite_store import connect_sqlite
-
-        with closing(connect_sqlite(target.location)) as conn, \
-                closing(connect_sqlite(target.location, autocommit=True)) as store_conn:
-            yield SqliteSaver(conn), SqliteStore(store_conn)
-            conn.commit()
-    else:
-        from langgraph.checkpoint.postgres import PostgresSaver
-        from langgraph.store.postgres import PostgresStore
-
-        from include.checkpoint_core.postgres_store import open_postgres_pool
-
-        with closing(open_postgres_pool(target.location)) as pool:
-            yield PostgresSaver(pool), PostgresStore(pool)
 
 
 @pytest.fixture(scope="session")

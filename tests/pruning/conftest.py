@@ -7,30 +7,9 @@ from contextlib import closing, contextmanager
 import pytest
 
 from include.checkpoint_core.stores import StoreTarget
+from tests.conftest import open_saver  # noqa: F401 (the helpers and tests import it from here)
 
 AGED = dict(threads=30, turns=2, interrupted=0.2, crashed=0.1, min_age_days=1, max_age_days=90, seed=5)
-
-
-@contextmanager
-def open_saver(target: StoreTarget):
-    """The app's view of a store: a real saver (and store) on it."""
-    if target.kind == "sqlite":
-        from langgraph.checkpoint.sqlite import SqliteSaver
-        from langgraph.store.sqlite import SqliteStore
-
-        from include.checkpoint_core.sqlite_store import connect_sqlite
-
-        with closing(connect_sqlite(target.location)) as conn, closing(connect_sqlite(target.location, autocommit=True)) as sc:
-            yield SqliteSaver(conn), SqliteStore(sc)
-            conn.commit()
-    else:
-        from langgraph.checkpoint.postgres import PostgresSaver
-        from langgraph.store.postgres import PostgresStore
-
-        from include.checkpoint_core.postgres_store import open_postgres_pool
-
-        with closing(open_postgres_pool(target.location)) as pool:
-            yield PostgresSaver(pool), PostgresStore(pool)
 
 
 def new_store(kind: str, request, tmp_path) -> StoreTarget:
