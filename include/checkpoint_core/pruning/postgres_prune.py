@@ -95,8 +95,9 @@ DELETE FROM checkpoint_blobs b USING unnest(%s::text[], %s::text[]) AS g(channel
 WHERE b.thread_id = %s AND b.checkpoint_ns = %s AND b.channel = g.channel AND b.version = g.version
 """
 # Blobs no checkpoint of their namespace references, below the newest version referenced for
-# their channel (a newer one may belong to a checkpoint the app is saving right now:
-# PostgresSaver writes blobs before their checkpoint).
+# their channel. PostgresSaver commits a checkpoint's blobs with it (one pipeline sync), but a
+# writer that commits blobs first would make a newer unreferenced version a checkpoint in
+# flight: sparing those costs at most a leaked blob, never a lost one.
 ORPHAN_BLOBS_SQL = """
 WITH ref AS (
     SELECT c.checkpoint_ns, v.key AS channel, v.value AS version FROM checkpoints c
