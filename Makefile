@@ -19,7 +19,7 @@ export CHECKPOINT_OPS_DEMO_DIR ?= $(ROOT)/.demo
 # The embedded default store: a SQLite checkpoint file under .demo/ (override to point elsewhere).
 export AIRFLOW_CONN_CHECKPOINTS_SQLITE ?= {"conn_type": "sqlite", "host": "$(CHECKPOINT_OPS_DEMO_DIR)/checkpoints.sqlite"}
 
-.PHONY: install demo test ui bench bench-migration bench-pruning bench-metadata bench-offload clean
+.PHONY: install tools demo test ui bench bench-migration bench-pruning bench-metadata bench-offload clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,10 +29,14 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt
 
 install: $(VENV)/.installed
 
+# Debian packages some tests run for real (Prometheus, promtool, Pushgateway).
+tools:
+	bash scripts/install_tools.sh
+
 demo: install
 	$(BIN)/python scripts/demo.py
 
-test: install
+test: install tools
 	$(BIN)/python -m pytest
 
 ui: install

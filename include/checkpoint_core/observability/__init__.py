@@ -1,0 +1,1 @@
+"""Checkpoint metrics: what the app exports (MeteredSaver) and what the health DAG publishes."""
