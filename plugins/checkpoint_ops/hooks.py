@@ -145,3 +145,23 @@ def resolve_sqlite_source(source: str) -> StoreTarget:
     if target.kind != "sqlite":
         raise ConnectionNotUsable(f"connection {text!r} is a {target.kind} store; the migration source must be SQLite.")
     return target
+
+
+# --- HTTP services the health DAG talks to ----------------------------------------------------
+
+PROMETHEUS_CONN_ID = "checkpoint_prometheus"
+PUSHGATEWAY_CONN_ID = "checkpoint_pushgateway"
+ALERTS_CONN_ID = "checkpoint_alerts"
+
+
+def http_service(conn_id: str):
+    """``(HttpHook, requests.Session)`` for an http connection (its host, scheme, port, login,
+    password and extra headers, as the http provider reads them), or None when it is undefined."""
+    from airflow.providers.http.hooks.http import HttpHook
+
+    hook = HttpHook(method="GET", http_conn_id=conn_id)
+    try:
+        session = hook.get_conn()
+    except AirflowNotFoundException:
+        return None
+    return hook, session
