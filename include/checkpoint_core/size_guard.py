@@ -19,8 +19,7 @@ cache keyed by channel version could be wrong for savers whose versions repeat a
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Collection, Iterator, Mapping, Sequence
-from inspect import signature
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from langchain_core.runnables import RunnableConfig
@@ -29,12 +28,11 @@ from langgraph.checkpoint.base import (
     ChannelVersions,
     Checkpoint,
     CheckpointMetadata,
-    CheckpointTuple,
-    DeltaChannelHistory,
     get_serializable_checkpoint_metadata,
 )
 from langgraph.checkpoint.serde.base import SerializerProtocol
 
+from include.checkpoint_core.delegating_saver import DelegatingSaver
 from include.checkpoint_core.errors import CheckpointStoreError
 
 DEFAULT_MAX_BYTES = 10 * 1024 * 1024
@@ -130,14 +128,18 @@ def _largest(per_channel: Mapping[str, int]) -> list[tuple[str, int]]:
     return sorted(per_channel.items(), key=lambda kv: kv[1], reverse=True)[:TOP_CHANNELS]
 
 
-def _accepts_task_path(method: Any) -> bool:
-    try:
-        return "task_path" in signature(method).parameters
-    except (TypeError, ValueError):
-        return False
+def _measuring_serde(saver: BaseCheckpointSaver) -> SerializerProtocol:
+    """The serde to measure with: the saver's own, without MeteredSaver's byte counter around it.
+
+    MeteredSaver counts the bytes the serde produces while a write runs; the guard's own
+    measurement writes nothing and must not be counted. (A class attribute is checked, so a
+    serializer that forwards unknown attributes to an inner one is never mistaken for it.)
+    """
+    serde = saver.serde
+    return serde.unmetered if getattr(type(serde), "unmetered", None) is not None else serde
 
 
-class SizeGuardSaver(BaseCheckpointSaver):
+class SizeGuardSaver(DelegatingSaver):
     """A checkpointer that refuses checkpoints over ``max_bytes`` and delegates the rest.
 
     The check runs before the inner saver is called, so a refused checkpoint leaves no row
@@ -150,47 +152,36 @@ class SizeGuardSaver(BaseCheckpointSaver):
     before), and the error is raised when the run ends; the small writes its tasks made may
     be stored under checkpoint ids that were never saved (no reader loads them; delete_thread
     and prune remove them). ``durability="sync"`` stops the run after the refused step.
+    Everything but ``put``/``put_writes`` (and their async variants) is ``DelegatingSaver``'s.
     """
 
     def __init__(self, inner: BaseCheckpointSaver, *, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
-        # BaseCheckpointSaver.__init__ is not called: it would set a serde of our own, and the
-        # size must be measured with the serde the inner saver actually writes with.
         if isinstance(inner, SizeGuardSaver):  # re-wrapping replaces the limit instead of stacking two
             inner = inner.inner
-        if not isinstance(inner, BaseCheckpointSaver):
-            raise TypeError(f"SizeGuardSaver wraps a BaseCheckpointSaver, not {type(inner).__name__}")
+        super().__init__(inner)
         if max_bytes <= 0:
             raise ValueError("max_bytes must be positive")
-        self.inner = inner
         self.max_bytes = int(max_bytes)
-        # Savers written before task_path existed do not take it (LangGraph checks the same way).
-        self._path_kwarg = _accepts_task_path(inner.put_writes)
-        self._apath_kwarg = _accepts_task_path(inner.aput_writes)
 
     def __repr__(self) -> str:
         return f"SizeGuardSaver({self.inner!r}, max_bytes={self.max_bytes})"
 
-    def __getattr__(self, name: str) -> Any:
-        # Only reached for names this class does not define (setup(), conn, is_setup, ...).
-        if name == "inner" or name.startswith("__"):
-            raise AttributeError(name)
-        return getattr(self.inner, name)
-
     # --- the guard -------------------------------------------------------------------
 
     def _check_checkpoint(self, config: RunnableConfig, checkpoint: Checkpoint, metadata: CheckpointMetadata) -> None:
-        total, per_channel = measure_checkpoint(self.inner.serde, config, checkpoint, metadata)
+        serde = _measuring_serde(self.inner)
+        total, per_channel = measure_checkpoint(serde, config, checkpoint, metadata)
         if total > self.max_bytes:
             largest = _largest(per_channel)
             graph_input = checkpoint["channel_values"].get(START_CHANNEL)
             input_keys: list[tuple[str, int]] = []
             if any(ch == START_CHANNEL for ch, _ in largest) and isinstance(graph_input, Mapping):
                 # Only on the way to an error: the input's own keys are measured once more.
-                input_keys = _largest({str(k): _typed_size(self.inner.serde, v) for k, v in graph_input.items()})
+                input_keys = _largest({str(k): _typed_size(serde, v) for k, v in graph_input.items()})
             raise CheckpointTooLarge(_thread_id(config), total, self.max_bytes, largest, input_keys=input_keys)
 
     def _check_writes(self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str) -> None:
-        total, per_channel = measure_writes(self.inner.serde, writes)
+        total, per_channel = measure_writes(_measuring_serde(self.inner), writes)
         if total > self.max_bytes:
             raise CheckpointTooLarge(
                 _thread_id(config), total, self.max_bytes, _largest(per_channel), what=f"writes of task {task_id}"
@@ -220,119 +211,13 @@ class SizeGuardSaver(BaseCheckpointSaver):
         self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str = ""
     ) -> None:
         self._check_writes(config, writes, task_id)
-        self.inner.put_writes(config, writes, task_id, **({"task_path": task_path} if self._path_kwarg else {}))
+        super().put_writes(config, writes, task_id, task_path)
 
     async def aput_writes(
         self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str = ""
     ) -> None:
         self._check_writes(config, writes, task_id)
-        await self.inner.aput_writes(config, writes, task_id, **({"task_path": task_path} if self._apath_kwarg else {}))
-
-    # --- plain delegation --------------------------------------------------------------
-    # Every public method of BaseCheckpointSaver is spelled out: the base class's defaults
-    # would otherwise run instead of the inner saver's overrides (__getattr__ never sees them).
-
-    @property
-    def serde(self) -> SerializerProtocol:  # type: ignore[override]
-        return self.inner.serde
-
-    @serde.setter
-    def serde(self, value: SerializerProtocol) -> None:
-        self.inner.serde = value
-
-    @property
-    def config_specs(self) -> list:
-        return self.inner.config_specs
-
-    def get(self, config: RunnableConfig) -> Checkpoint | None:
-        return self.inner.get(config)
-
-    def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
-        return self.inner.get_tuple(config)
-
-    def list(
-        self,
-        config: RunnableConfig | None,
-        *,
-        filter: dict[str, Any] | None = None,
-        before: RunnableConfig | None = None,
-        limit: int | None = None,
-    ) -> Iterator[CheckpointTuple]:
-        return self.inner.list(config, filter=filter, before=before, limit=limit)
-
-    def delete_thread(self, thread_id: str) -> None:
-        return self.inner.delete_thread(thread_id)
-
-    def delete_for_runs(self, run_ids: Sequence[str]) -> None:
-        return self.inner.delete_for_runs(run_ids)
-
-    def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
-        return self.inner.copy_thread(source_thread_id, target_thread_id)
-
-    def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
-        return self.inner.prune(thread_ids, strategy=strategy)
-
-    async def aget(self, config: RunnableConfig) -> Checkpoint | None:
-        return await self.inner.aget(config)
-
-    async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
-        return await self.inner.aget_tuple(config)
-
-    async def alist(
-        self,
-        config: RunnableConfig | None,
-        *,
-        filter: dict[str, Any] | None = None,
-        before: RunnableConfig | None = None,
-        limit: int | None = None,
-    ) -> AsyncIterator[CheckpointTuple]:
-        async for item in self.inner.alist(config, filter=filter, before=before, limit=limit):
-            yield item
-
-    async def adelete_thread(self, thread_id: str) -> None:
-        return await self.inner.adelete_thread(thread_id)
-
-    async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
-        return await self.inner.adelete_for_runs(run_ids)
-
-    async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
-        return await self.inner.acopy_thread(source_thread_id, target_thread_id)
-
-    async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
-        return await self.inner.aprune(thread_ids, strategy=strategy)
-
-    def get_delta_channel_history(
-        self, *, config: RunnableConfig, channels: Sequence[str]
-    ) -> Mapping[str, DeltaChannelHistory]:
-        return self.inner.get_delta_channel_history(config=config, channels=channels)
-
-    async def aget_delta_channel_history(
-        self, *, config: RunnableConfig, channels: Sequence[str]
-    ) -> Mapping[str, DeltaChannelHistory]:
-        return await self.inner.aget_delta_channel_history(config=config, channels=channels)
-
-    def get_next_version(self, current: Any, channel: None) -> Any:
-        return self.inner.get_next_version(current, channel)
-
-    def with_allowlist(self, extra_allowlist: Collection[tuple[str, ...]]) -> BaseCheckpointSaver:
-        # graph.compile() calls this; the clone must stay guarded, so wrap the inner's clone.
-        inner = self.inner.with_allowlist(extra_allowlist)
-        return self if inner is self.inner else SizeGuardSaver(inner, max_bytes=self.max_bytes)
-
-    # Context managers (InMemorySaver, for one) work through the wrapper and hand it back.
-    def __enter__(self) -> SizeGuardSaver:
-        self.inner.__enter__()
-        return self
-
-    def __exit__(self, *exc_info: Any) -> Any:
-        return self.inner.__exit__(*exc_info)
-
-    async def __aenter__(self) -> SizeGuardSaver:
-        await self.inner.__aenter__()
-        return self
-
-    async def __aexit__(self, *exc_info: Any) -> Any:
-        return await self.inner.__aexit__(*exc_info)
+        await super().aput_writes(config, writes, task_id, task_path)
 
 
 def _thread_id(config: RunnableConfig) -> str | None:
