@@ -19,7 +19,7 @@ export CHECKPOINT_OPS_DEMO_DIR ?= $(ROOT)/.demo
 # The embedded default store: a SQLite checkpoint file under .demo/ (override to point elsewhere).
 export AIRFLOW_CONN_CHECKPOINTS_SQLITE ?= {"conn_type": "sqlite", "host": "$(CHECKPOINT_OPS_DEMO_DIR)/checkpoints.sqlite"}
 
-.PHONY: install tools demo test ui bench bench-migration bench-pruning bench-metadata bench-offload clean
+.PHONY: install tools demo test ui bench bench-migration bench-pruning bench-metadata bench-offload bench-metered clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -56,6 +56,9 @@ bench-pruning: install
 
 bench-offload: install
 	$(BIN)/python benchmarks/offload.py
+
+bench-metered: install
+	$(BIN)/python benchmarks/metered_overhead.py
 
 clean:
 	rm -rf $(ROOT)/.airflow $(CHECKPOINT_OPS_DEMO_DIR) .pytest_cache
