@@ -101,3 +101,90 @@ def test_dockerfile_installs_the_pinned_requirements():
         if "==" in line and not line.startswith("#"):
             name, version = line.split("[")[0].split("==")[0], line.split("==")[1]
             assert re.search(rf"^{re.escape(name)}(\[.*\])?=={re.escape(version)}$", constraints, re.M | re.I), line
+
+
+# --- Metrics: Prometheus, the Pushgateway and Grafana ---------------------------------------------
+
+
+def _binds(svc: dict) -> list[tuple[str, str, str]]:
+    """(host source, container target, mode) of each bind mount."""
+    out = []
+    for volume in svc.get("volumes", []):
+        parts = volume.split(":")
+        if parts[0].startswith((".", "/")):
+            out.append((parts[0], parts[1], parts[2] if len(parts) > 2 else "rw"))
+    return out
+
+
+def _host_path(svc: dict, container_path: str):
+    """The file in the repo a container path of ``svc`` is, through its bind mounts."""
+    for source, target, _ in _binds(svc):
+        if container_path == target or container_path.startswith(target.rstrip("/") + "/"):
+            return ROOT / source / container_path[len(target):].lstrip("/")
+    raise AssertionError(f"{container_path} is not in a bind mount of {svc.get('image')}")
+
+
+def _container_ports(svc: dict) -> set[int]:
+    return {int(str(p).rsplit(":", 1)[-1]) for p in svc.get("ports", [])}
+
+
+def test_metrics_services_are_present(compose):
+    services = compose["services"]
+    assert services["prometheus"]["image"].startswith("prom/prometheus")
+    assert services["pushgateway"]["image"].startswith("prom/pushgateway")
+    assert services["grafana"]["image"].startswith("grafana/grafana")
+    assert 9090 in _container_ports(services["prometheus"])
+    assert 9091 in _container_ports(services["pushgateway"])
+    assert 3000 in _container_ports(services["grafana"])
+
+
+def test_prometheus_loads_the_repo_config_and_rules(compose):
+    prom = compose["services"]["prometheus"]
+    command = prom["command"]
+    assert "--web.enable-lifecycle" in command
+    config_path = next(arg.split("=", 1)[1] for arg in command if arg.startswith("--config.file="))
+    config_file = _host_path(prom, config_path)
+    assert config_file == ROOT / "observability/prometheus/prometheus.yml" and config_file.is_file()
+    assert all(mode == "ro" for source, _, mode in _binds(prom) if source.startswith("./observability"))
+    config = yaml.safe_load(config_file.read_text())
+    rule_files = [f for pattern in config["rule_files"] for f in config_file.parent.glob(pattern)]
+    assert ROOT / "observability/prometheus/rules/checkpoints.rules.yml" in rule_files
+    assert not [f for f in rule_files if ".test." in f.name], "unit tests are not rule files"
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    # The Pushgateway is scraped by its service name, keeping the labels the health DAG pushed.
+    push_targets = [t for sc in jobs["pushgateway"]["static_configs"] for t in sc["targets"]]
+    assert push_targets == [f"pushgateway:{port}" for port in _container_ports(compose["services"]["pushgateway"])]
+    assert jobs["pushgateway"]["honor_labels"] is True
+    assert jobs["checkpoint-app"]["static_configs"][0]["targets"] == ["host.docker.internal:9464"]
+    assert "host.docker.internal:host-gateway" in prom.get("extra_hosts", [])
+    assert any(v.split(":")[0] in compose["volumes"] and v.split(":")[1] == "/prometheus" for v in prom["volumes"])
+
+
+def test_grafana_is_provisioned_from_the_repo(compose):
+    grafana = compose["services"]["grafana"]
+    env = grafana["environment"]
+    assert env["GF_SECURITY_ADMIN_PASSWORD"] == "${GRAFANA_ADMIN_PASSWORD:-admin}"
+    binds = {target: (source, mode) for source, target, mode in _binds(grafana)}
+    assert binds["/etc/grafana/provisioning"] == ("./observability/grafana/provisioning", "ro")
+    provisioning = ROOT / "observability/grafana/provisioning"
+    # The dashboard provider's directory is mounted, read-only, and holds the dashboard.
+    provider = yaml.safe_load((provisioning / "dashboards/checkpoint-ops.yml").read_text())["providers"][0]
+    dashboards_dir = provider["options"]["path"]
+    assert binds[dashboards_dir][1] == "ro"
+    assert (_host_path(grafana, dashboards_dir) / "checkpoint-ops.json").is_file()
+    assert _host_path(grafana, env["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]).is_file()
+    # The datasource points at the prometheus service, on the port it listens on.
+    datasource = yaml.safe_load((provisioning / "datasources/prometheus.yml").read_text())["datasources"][0]
+    host, port = datasource["url"].removeprefix("http://").split(":")
+    assert host in compose["services"] and int(port) in _container_ports(compose["services"][host])
+
+
+def test_health_connections_point_at_the_metrics_services(compose):
+    from checkpoint_ops import hooks
+
+    env = compose["services"]["airflow-worker"]["environment"]
+    for conn_id, service in ((hooks.PROMETHEUS_CONN_ID, "prometheus"), (hooks.PUSHGATEWAY_CONN_ID, "pushgateway")):
+        conn = json.loads(_interpolate_defaults(env[f"AIRFLOW_CONN_{conn_id.upper()}"]))
+        assert conn["conn_type"] == "http", conn_id
+        host, port = conn["host"].removeprefix("http://").split(":")
+        assert host == service and int(port) in _container_ports(compose["services"][service]), conn
