@@ -54,7 +54,7 @@ def test_reasons_carry_the_numbers():
     assert d.decision == MIGRATE_NOW
     text = "\n".join(d.reasons)
     assert "2.35% > 1%" in text and "150.0 writes/s" in text and "prometheus" in text
-    assert "SQLite file 6.00 GB (with its WAL) > 5 GB" in text  # the SOON reason rides along
+    assert f"SQLite file 6.00 GB with its WAL ({6 * GB:,} bytes) > 5 GB" in text  # the SOON reason rides along
 
 
 def test_every_threshold_is_configurable():

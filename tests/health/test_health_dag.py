@@ -4,55 +4,10 @@ Pushgateway gauges and the auto-migration trigger, on a real SQLite store."""
 from __future__ import annotations
 
 import json
-import threading
 import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
-import pytest
-
-from tests.airflow.conftest import dagbag, fresh_dag, task_instances, xcom  # noqa: F401 (fixtures)
-from tests.conftest import sqlite_conn_env
-from tests.observability.conftest import pushgateway  # noqa: F401 (fixture)
-
-
-@pytest.fixture
-def webhook():
-    """A local HTTP endpoint that records what the alert notifier posts."""
-    received: list[dict] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802
-            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(200)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/hooks/checkpoints", received
-    server.shutdown()
-
-
-@pytest.fixture
-def wired(source, webhook, pushgateway, monkeypatch):
-    path, _ = source
-    monkeypatch.setenv("AIRFLOW_CONN_CHECKPOINTS_SQLITE", sqlite_conn_env(Path(path)))
-    monkeypatch.setenv("AIRFLOW_CONN_CHECKPOINT_ALERTS", json.dumps({"conn_type": "http", "host": webhook[0]}))
-    monkeypatch.setenv("AIRFLOW_CONN_CHECKPOINT_PUSHGATEWAY", json.dumps({"conn_type": "http", "host": pushgateway.url}))
-    monkeypatch.delenv("AIRFLOW_CONN_CHECKPOINT_PROMETHEUS", raising=False)
-    monkeypatch.delenv("AIRFLOW_VAR_CHECKPOINT_HEALTH_CONFIG", raising=False)
-    return {"path": path, "posts": webhook[1], "pushgateway": pushgateway}
-
-
-def _run(fresh_dag, **conf):
-    dag = fresh_dag("checkpoint_health")
-    for t in dag.tasks:
-        t.retries = 0
-    dr = dag.test(run_conf=conf)
-    return dr, {ti_id: ti.state for (ti_id, _), ti in task_instances(dr).items()}
+from tests.airflow.conftest import task_instances, xcom
+from tests.health.conftest import run_health as _run
 
 
 def _asset_events() -> list[dict]:

@@ -14,9 +14,9 @@ import pytest
 from include.checkpoint_core.health.evaluate import check_health, justification
 from include.checkpoint_core.health.prometheus import PrometheusAPI
 from include.checkpoint_core.stores import StoreTarget
-from tests.airflow.conftest import dagbag, fresh_dag, task_instances, xcom  # noqa: F401 (fixtures)
+from tests.airflow.conftest import task_instances, xcom
 from tests.conftest import ROOT, sqlite_conn_env
-from tests.observability.conftest import prometheus_factory  # noqa: F401 (fixture)
+from tests.health.conftest import run_health
 from tests.observability.servers import free_port
 
 RATE = "sum(rate(checkpoint_writes_total[1m]))"
@@ -143,17 +143,10 @@ def health_env(source, monkeypatch):
     return monkeypatch
 
 
-def _run(fresh_dag, **conf):
-    dag = fresh_dag("checkpoint_health")
-    for t in dag.tasks:
-        t.retries = 0
-    return dag.test(run_conf=conf)
-
-
 def test_dag_with_prometheus_unreachable_decides_from_the_store_and_says_so(fresh_dag, health_env):
     health_env.setenv("AIRFLOW_CONN_CHECKPOINT_PROMETHEUS",
                       json.dumps({"conn_type": "http", "host": f"http://127.0.0.1:{free_port()}"}))
-    dr = _run(fresh_dag, window_minutes=1)
+    dr, _ = run_health(fresh_dag, window_minutes=1)
     assert dr.state == "success"
     report = xcom(dr, "evaluate")
     assert report["decision"] == "sqlite_sufficient"
@@ -166,7 +159,7 @@ def test_dag_reads_error_rate_from_prometheus(fresh_dag, health_env, app_and_pro
     path, prom = app_and_prometheus(writes_per_sec=30, error_rate=0.2)
     health_env.setenv("AIRFLOW_CONN_CHECKPOINTS_SQLITE", sqlite_conn_env(Path(path)))
     health_env.setenv("AIRFLOW_CONN_CHECKPOINT_PROMETHEUS", json.dumps({"conn_type": "http", "host": prom.url}))
-    dr = _run(fresh_dag, window_minutes=1)
+    dr, _ = run_health(fresh_dag, window_minutes=1)
     report = xcom(dr, "evaluate")
     assert report["decision"] == "migrate_now"
     assert any("write error rate" in r for r in report["reasons"])

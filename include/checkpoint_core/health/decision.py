@@ -139,7 +139,7 @@ def decide(inputs: HealthInputs, thresholds: Thresholds = Thresholds()) -> Decis
             "they cannot share one SQLite file"
         )
     if inputs.store_bytes is not None and inputs.backend == "sqlite":
-        size = f"SQLite file {_size(inputs.store_bytes)} (with its WAL)"
+        size = f"SQLite file {_size(inputs.store_bytes)} with its WAL ({inputs.store_bytes:,} bytes)"
         if inputs.store_bytes > t.sqlite_size_gb * GB:
             soon.append(f"{size} > {t.sqlite_size_gb:g} GB")
         else:

@@ -1,0 +1,103 @@
+"""Each trigger of the matrix, and each anomaly, on real stores (the Prometheus-fed triggers are in
+test_with_prometheus.py, the multi-server one in test_health_dag.py)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from contextlib import closing
+from pathlib import Path
+
+from include.checkpoint_core.health.evaluate import check_health
+from include.checkpoint_core.health.history import read_history
+from include.checkpoint_core.stores import StoreTarget
+from tests.airflow.conftest import xcom
+from tests.health.conftest import run_health as _run
+from tests.health.test_store_metrics import _add_sqlite_checkpoints, _recent_ids
+
+
+def test_sqlite_file_over_5_gb_means_migrate_soon(source, tmp_path):
+    path, _ = source
+    big = tmp_path / "big.sqlite"
+    shutil.copyfile(path, big)
+    # A sparse tail: the file is 5 GiB on st_size (what the check reads) without using the disk.
+    # SQLite trusts the page count in its header, so the file still reads normally.
+    os.truncate(big, 5 * 1024**3 + 4096)
+    report = check_health(StoreTarget("sqlite", str(big), "big"), prometheus=None, largest_top_n=1)
+    assert report["decision"] == "migrate_soon"
+    assert report["reasons"][0].startswith("SQLite file 5.00 GB with its WAL (5,368,7")
+    assert report["inputs"]["threads"] == 24  # and the rest of the store was still read
+
+
+def test_store_side_throughput_over_100_writes_per_second_means_migrate_now(source):
+    path, _ = source
+    _add_sqlite_checkpoints(path, _recent_ids(6100))  # 6,100 checkpoints in the last minute: 101.7/s
+    report = check_health(StoreTarget("sqlite", str(path), "s"), prometheus=None, window_minutes=1, largest_top_n=0)
+    assert report["decision"] == "migrate_now"
+    assert report["reasons"] == ["101.7 writes/s sustained over the last 1 min (store: checkpoint ids) > 100/s"]
+
+
+def _six_mb_checkpoint(path: Path) -> None:
+    from langgraph.checkpoint.base import empty_checkpoint
+    from langgraph.checkpoint.sqlite import SqliteSaver
+
+    from include.checkpoint_core.sqlite_store import connect_sqlite
+
+    with closing(connect_sqlite(path)) as conn:
+        saver = SqliteSaver(conn)
+        checkpoint = empty_checkpoint()
+        checkpoint["channel_values"] = {"document": os.urandom(6 * 1024 * 1024)}
+        checkpoint["channel_versions"] = {"document": saver.get_next_version(None, None)}
+        saver.put({"configurable": {"thread_id": "pdf", "checkpoint_ns": ""}}, checkpoint, {"step": 1},
+                  checkpoint["channel_versions"])
+
+
+def test_a_checkpoint_over_5_mb_is_an_anomaly_alerted_once(fresh_dag, wired):
+    _six_mb_checkpoint(wired["path"])
+    dr, states = _run(fresh_dag)
+    report = xcom(dr, "evaluate")
+    assert report["decision"] == "sqlite_sufficient"  # an anomaly, not a reason to migrate
+    assert [a["kind"] for a in report["anomalies"]] == ["large_checkpoint"]
+    assert report["inputs"]["largest"][0]["thread_id"] == "pdf"
+    assert states["alert"] == "success"
+    assert len(wired["posts"]) == 1 and "anomaly: a checkpoint of 6.0 MB > 5 MB" in wired["posts"][0]["text"]
+    dr, states = _run(fresh_dag)  # still there, but not new: no second alert
+    assert states["alert"] == "skipped" and len(wired["posts"]) == 1
+
+
+def test_postgres_store_keeps_its_history_in_postgres(pg_dsn):
+    from langgraph.checkpoint.postgres import PostgresSaver
+
+    from include.checkpoint_core.postgres_store import connect_postgres
+    from include.sample_agent.workload import WorkloadSpec, generate
+
+    with closing(connect_postgres(pg_dsn, autocommit=True)) as conn:
+        saver = PostgresSaver(conn)
+        saver.setup()
+        generate(saver, WorkloadSpec(threads=3, turns=1, interrupted=0, crashed=0, seed=5))
+    target = StoreTarget("postgres", pg_dsn, "checkpoints_postgres")
+    first = check_health(target, prometheus=None, run_id="r1", app_servers=4)
+    assert first["decision"] == "on_postgres" and first["changed"] is True
+    assert first["inputs"]["threads"] == 3 and first["inputs"]["store_bytes"] > 0
+    again = check_health(target, prometheus=None, run_id="r1", app_servers=4)  # a retry of the same run
+    assert again["changed"] is True and again["previous_decision"] is None
+    assert [h["run_id"] for h in read_history(target)] == ["r1"]
+
+
+def test_a_retried_run_replaces_its_row_and_compares_with_the_run_before(source):
+    from datetime import datetime, timedelta, timezone
+
+    path, _ = source
+    target = StoreTarget("sqlite", str(path), "s")
+    t0 = datetime(2026, 11, 30, 12, 0, tzinfo=timezone.utc)
+    check_health(target, prometheus=None, run_id="a", evaluated_at=t0, largest_top_n=0)
+    check_health(target, prometheus=None, run_id="b", evaluated_at=t0 + timedelta(minutes=15), app_servers=2,
+                 largest_top_n=0)
+    # "a" cleared and re-run after "b": it still compares with what came before it (nothing).
+    retried = check_health(target, prometheus=None, run_id="a", evaluated_at=t0, largest_top_n=0)
+    assert retried["previous_decision"] is None
+    # "b" retried: compares with "a", not with itself.
+    retried = check_health(target, prometheus=None, run_id="b", evaluated_at=t0 + timedelta(minutes=15),
+                           app_servers=2, largest_top_n=0)
+    assert retried["previous_decision"] == "sqlite_sufficient" and retried["changed"] is True
+    assert [h["run_id"] for h in read_history(target)] == ["b", "a"]
