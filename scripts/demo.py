@@ -2,7 +2,8 @@
 
 1. migrate the local Airflow metadata DB (SQLite under .airflow/);
 2. generate a realistic SQLite checkpoint DB with the sample agent (.demo/checkpoints.sqlite);
-3. run each lifecycle DAG with `airflow dags test`: setup, then the SQLite -> PostgreSQL
+3. run each lifecycle DAG with `airflow dags test`: setup, the health check (decided from the
+   store alone: the demo has no Prometheus), then the SQLite -> PostgreSQL
    migration when a PostgreSQL is at hand (AIRFLOW_CONN_CHECKPOINTS_POSTGRES, or a local server
    on 127.0.0.1:5432 that accepts user postgres, in which case a `checkpoint_ops_demo` database
    is created afresh); without one the migration is skipped and the summary says how to add it;
@@ -27,6 +28,7 @@ SQLITE_FILE = DEMO_DIR / "checkpoints.sqlite"
 # The lifecycle DAGs the demo runs, in order, with the conf each gets.
 DAG_RUNS: list[tuple[str, dict]] = [
     ("checkpoint_setup", {}),
+    ("checkpoint_health", {}),
     ("checkpoint_migration", {"verify_mode": "full"}),
 ]
 NEEDS_POSTGRES = {"checkpoint_migration"}
@@ -81,6 +83,16 @@ def latest_report(dag_id: str) -> tuple[Path | None, dict]:
     return (reports[-1], json.loads(reports[-1].read_text())) if reports else (None, {})
 
 
+def health_report() -> tuple[Path | None, dict]:
+    """The decision checkpoint_health just recorded in the store's history table."""
+    from include.checkpoint_core.health.evaluate import justification
+    from include.checkpoint_core.health.history import read_history
+    from include.checkpoint_core.stores import StoreTarget
+
+    latest = read_history(StoreTarget("sqlite", str(SQLITE_FILE), "checkpoints_sqlite"), limit=1)
+    return None, {"justification": justification(latest[0]["report"])} if latest else {}
+
+
 def main() -> int:
     if "AIRFLOW_HOME" not in os.environ:
         raise SystemExit("run this through `make demo` (it sets AIRFLOW_HOME and the connections)")
@@ -113,7 +125,7 @@ def main() -> int:
             cmd += ["--conf", json.dumps(conf)]
         proc = run(cmd, capture=True)
         timings[dag_id] = proc.seconds
-        path, report = latest_report(dag_id)
+        path, report = health_report() if dag_id == "checkpoint_health" else latest_report(dag_id)
         results[dag_id] = {"path": path, "report": report}
         print(f"{dag_id}: success in {proc.seconds:.1f}s")
 
@@ -128,6 +140,8 @@ def main() -> int:
     for dag_id, res in results.items():
         report = res["report"]
         print(f"{dag_id:<20} success")
+        if report.get("justification"):
+            print("  " + report["justification"].replace("\n", "\n  "))
         if report.get("table_text"):
             print("  " + report["table_text"].replace("\n", "\n  "))
             v = report.get("verify") or {}
