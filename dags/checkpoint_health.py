@@ -24,18 +24,19 @@ Every 15 minutes, for one store (*store*; by default `checkpoints_sqlite`):
 * **Prometheus** (http connection `checkpoint_prometheus`, the server's URL as host): write attempts,
   errors and P99 latency from the app's `MeteredSaver` metrics, over the last *window_minutes*, and the
   error rate over the *baseline_minutes* before that.
-* **The store**: SQLite file size with its WAL (PostgreSQL: the checkpoint tables), thread count, the
-  largest checkpoints, and writes/s from the checkpoint ids (used when Prometheus is absent).
+* **The store**: SQLite file size with its WAL (PostgreSQL: the checkpoint tables), writes/s from the
+  checkpoint ids (the higher of this and Prometheus's figure is used), and, at most every
+  *full_scan_every_minutes* (60), the thread count and the largest checkpoints (they read every row).
 
 | condition | decision |
 |---|---|
-| write error rate > *error_rate_pct* (1%) | MIGRATE NOW |
+| write error rate > *error_rate_pct* (1%), from at least *min_errors* (3) failed writes | MIGRATE NOW |
 | > *writes_per_second* (100) writes/s over the window | MIGRATE NOW |
 | *app_servers* > *max_app_servers* (1) | MIGRATE NOW |
-| SQLite file > *sqlite_size_gb* (5 GB) | MIGRATE SOON |
+| SQLite file > *sqlite_size_gb* (5 GiB) | MIGRATE SOON |
 | otherwise | SQLite sufficient |
 
-Anomalies (alerted whatever the decision): a checkpoint over *checkpoint_mb* (5 MB), an error rate over
+Anomalies (alerted whatever the decision): a checkpoint over *checkpoint_mb* (5 MiB), an error rate over
 *error_spike_factor* × its baseline and over *error_spike_floor_pct*. An input that cannot be measured is
 listed under "decided without" and its rows are not evaluated.
 
@@ -43,17 +44,20 @@ Settings come from the defaults, then the Variable `checkpoint_health_config` (a
 same keys as the params below, for scheduled runs), then this form (empty = as configured).
 
 The **evaluate** task logs the decision with its numbers, keeps a row per run in
-`checkpoint_ops_health_history` (in the store), returns the report (XCom) and pushes gauges to the
-Pushgateway of the http connection `checkpoint_pushgateway` when defined. **publish_change** updates the
-`checkpoint_health_decision` Asset when the decision changed. **alert** calls the notifiers (the log, and
-a webhook when the http connection `checkpoint_alerts` is defined) when the decision turns to MIGRATE NOW
-or a new anomaly appears. With *auto_migrate* on, **trigger_migration** starts `checkpoint_migration`
-from this store into *migration_target*, once per store (run id `auto__checkpoint_health__<store>`).
+`checkpoint_ops_health_history` (in the store; a retried or cleared run keeps its first evaluation),
+returns the report (XCom) and pushes gauges to the Pushgateway of the http connection
+`checkpoint_pushgateway` when defined. **publish_change** updates the `checkpoint_health_decision` Asset
+when the decision changed. **alert** calls the notifiers (the log, and a webhook when the http connection
+`checkpoint_alerts` is defined) when the decision turns to MIGRATE NOW or a new anomaly appears.
+**mark_delivered** then marks the run: "changed" is measured against the last delivered run, so an alert
+that failed is sent again by the next run. With *auto_migrate* on, **trigger_migration** starts
+`checkpoint_migration` from this store into *migration_target*, once per store (run id
+`auto__checkpoint_health__<store>`).
 """
 
 
 def _number(title: str, description: str, **schema) -> Param:
-    return Param(None, type=["null", "number"], minimum=0, title=title, description=description, **schema)
+    return Param(None, type=["null", "number"], **{"minimum": 0, **schema}, title=title, description=description)
 
 
 with DAG(
@@ -68,13 +72,13 @@ with DAG(
             description="Connection id of the store to evaluate. Empty: checkpoints_sqlite, or else the first "
             "defined store connection.",
         ),
-        "migration_target": Param(
-            "checkpoints_postgres", type="string", pattern=r"^[A-Za-z0-9_.-]+$", title="Migration target",
-            description="The postgres connection auto_migrate migrates into.",
-        ),
         "auto_migrate": Param(
             None, type=["null", "boolean"], title="Auto-migrate",
             description="Trigger checkpoint_migration on MIGRATE NOW (once per store). Empty: as configured (off).",
+        ),
+        "migration_target": Param(
+            None, type=["null", "string"], pattern=r"^[A-Za-z0-9_.-]+$", title="Migration target",
+            description="The postgres connection auto_migrate migrates into. Empty: as configured (checkpoints_postgres).",
         ),
         "app_servers": Param(
             None, type=["null", "integer"], minimum=1, title="App servers",
@@ -86,15 +90,19 @@ with DAG(
                                      "Default 100."),
         "max_app_servers": Param(None, type=["null", "integer"], minimum=1, title="Max app servers on SQLite",
                                  description="MIGRATE NOW when more app servers than this write the store. Default 1."),
-        "sqlite_size_gb": _number("SQLite size threshold (GB)", "MIGRATE SOON above this file size (with WAL). Default 5."),
-        "checkpoint_mb": _number("Large checkpoint (MB)", "Anomaly: a checkpoint larger than this. Default 5."),
+        "sqlite_size_gb": _number("SQLite size threshold (GiB)", "MIGRATE SOON above this file size (with WAL). Default 5."),
+        "checkpoint_mb": _number("Large checkpoint (MiB)", "Anomaly: a checkpoint larger than this. Default 5.",
+                                 exclusiveMinimum=0),
+        "min_errors": Param(None, type=["null", "integer"], minimum=1, title="Minimum failed writes",
+                            description="The error-rate rules need at least this many failed writes in the window. "
+                            "Default 3."),
         "error_spike_factor": _number("Error spike factor", "Anomaly: error rate above this many times its baseline. "
                                       "Default 3."),
         "error_spike_floor_pct": _number("Error spike floor (%)", "...and above this error rate. Default 0.1."),
         "window_minutes": _number("Window (minutes)", "How far back rates are measured. Default 15 (the schedule).",
-                                  exclusiveMinimum=0),
+                                  **{"minimum": 1, "maximum": 10080}),
         "baseline_minutes": _number("Baseline (minutes)", "The error-rate baseline before the window. Default 60.",
-                                    exclusiveMinimum=0),
+                                    **{"minimum": 1, "maximum": 10080}),
         "largest_top_n": Param(None, type=["null", "integer"], minimum=0, title="Largest checkpoints listed",
                                description="How many of the largest checkpoints to report (0 skips the scan). Default 5."),
         "prometheus_selector": Param(
@@ -116,11 +124,12 @@ with DAG(
     evaluate = CheckpointHealthOperator(
         task_id="evaluate",
         checkpoint_conn_id=store,
-        configured="{{ var.json.get('checkpoint_health_config', {}) }}",
+        # The raw text: a Variable that is not JSON must fail the run, not read as "no settings".
+        configured="{{ var.value.get('checkpoint_health_config', '') }}",
         overrides={key: "{{ params.%s }}" % key for key in (
-            "auto_migrate", "app_servers", "error_rate_pct", "writes_per_second", "max_app_servers",
-            "sqlite_size_gb", "checkpoint_mb", "error_spike_factor", "error_spike_floor_pct",
-            "window_minutes", "baseline_minutes", "largest_top_n", "prometheus_selector",
+            "auto_migrate", "migration_target", "app_servers", "error_rate_pct", "writes_per_second",
+            "max_app_servers", "sqlite_size_gb", "checkpoint_mb", "error_spike_factor", "error_spike_floor_pct",
+            "min_errors", "window_minutes", "baseline_minutes", "largest_top_n", "prometheus_selector",
         )},
     )
 
@@ -129,6 +138,10 @@ with DAG(
         """An Asset event only when the decision changed (a skipped task emits none)."""
         from airflow.sdk.exceptions import AirflowSkipException
 
+        if report["delivered"]:
+            raise AirflowSkipException("this run's change was published already (a cleared task)")
+        if report["changed"] is None:
+            raise AirflowSkipException(f"no history ({report['history']}): a change cannot be told apart")
         if not report["changed"]:
             raise AirflowSkipException(f"{report['store']}: still {report['title']}")
         change = {"store": report["store"], "decision": report["decision"],
@@ -138,36 +151,62 @@ with DAG(
 
     @task(task_id="alert")
     def alert(report: dict, **context) -> list[str]:
-        """Notify on a new MIGRATE NOW and on anomalies the previous run did not have."""
+        """Notify on a new MIGRATE NOW and on anomalies the previous delivered run did not have.
+        Every notifier gets its chance; the task fails (and retries) if any of them failed."""
+        import copy
+
         from airflow.sdk.exceptions import AirflowSkipException
 
+        if report["delivered"]:
+            raise AirflowSkipException("this run's alerts went out already (a cleared task)")
         why = [a["kind"] for a in report["new_anomalies"]]
-        if report["decision"] == "migrate_now" and report["changed"]:
+        if report["decision"] == "migrate_now" and report["changed"] is not False:
             why.insert(0, "migrate_now")
         if not why:
             raise AirflowSkipException("nothing new to alert on")
+        failed = []
         for notifier in NOTIFIERS:
-            notifier({**context, "checkpoint_health": report})
+            try:
+                copy.deepcopy(notifier)({**context, "checkpoint_health": report})  # rendering mutates it
+            except Exception as exc:  # noqa: BLE001 - the others still get their chance
+                failed.append(f"{type(notifier).__name__}: {exc}")
+        if failed:
+            raise RuntimeError("alert not delivered by " + "; ".join(failed))
         return why
 
-    @task.short_circuit(task_id="should_migrate")
-    def should_migrate(report: dict) -> bool:
-        if report["decision"] != "migrate_now":
+    @task(task_id="mark_delivered", trigger_rule="none_failed")
+    def mark_delivered(report: dict, run_id=None) -> bool:
+        """Once the Asset event and alerts are out, the next runs compare with this one."""
+        from datetime import datetime, timezone
+
+        from checkpoint_ops.hooks import CheckpointStoreHook
+        from include.checkpoint_core.health.history import mark_delivered
+
+        if report["history"] != "recorded":
+            print(f"nothing to mark: {report['history']}")
             return False
+        target = CheckpointStoreHook(report["store"]).get_target()
+        return mark_delivered(target, run_id=run_id, at=datetime.now(timezone.utc))
+
+    @task.short_circuit(task_id="should_migrate")
+    def should_migrate(report: dict) -> dict | None:
+        """The migration's conf when it should run; nothing (skip) otherwise."""
+        if report["decision"] != "migrate_now":
+            return None
         if not report["auto_migrate"]:
             print("MIGRATE NOW, but auto_migrate is off: trigger checkpoint_migration yourself (dry_run first).")
-            return False
-        return True
+            return None
+        return {"source": report["store"], "target": report["migration_target"]}
 
+    migrate = should_migrate(evaluate.output)
     trigger = TriggerDagRunOperator(
         task_id="trigger_migration",
         trigger_dag_id="checkpoint_migration",
         trigger_run_id="auto__checkpoint_health__{{ ti.xcom_pull(task_ids='evaluate')['store'] }}",
-        conf={"source": "{{ ti.xcom_pull(task_ids='evaluate')['store'] }}", "target": "{{ params.migration_target }}"},
+        conf=migrate,
         skip_when_already_exists=True,
         wait_for_completion=False,
     )
 
-    publish_change(evaluate.output)
-    alert(evaluate.output)
-    should_migrate(evaluate.output) >> trigger
+    [publish_change(evaluate.output), alert(evaluate.output)] >> mark_delivered(evaluate.output)
+    migrate >> trigger

@@ -18,10 +18,16 @@ from tests.observability.conftest import prometheus_factory, pushgateway  # noqa
 def webhook():
     """A local HTTP endpoint that records what the alert notifier posts."""
     received: list[dict] = []
+    fail_next: list[int] = []  # status codes to answer (once each) before accepting posts
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self):  # noqa: N802
-            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            if fail_next:
+                self.send_response(fail_next.pop(0))
+                self.end_headers()
+                return
+            received.append(body)
             self.send_response(200)
             self.end_headers()
 
@@ -30,7 +36,7 @@ def webhook():
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/hooks/checkpoints", received
+    yield f"http://127.0.0.1:{server.server_address[1]}/hooks/checkpoints", received, fail_next
     server.shutdown()
 
 
@@ -42,7 +48,7 @@ def wired(source, webhook, pushgateway, monkeypatch):
     monkeypatch.setenv("AIRFLOW_CONN_CHECKPOINT_PUSHGATEWAY", json.dumps({"conn_type": "http", "host": pushgateway.url}))
     monkeypatch.delenv("AIRFLOW_CONN_CHECKPOINT_PROMETHEUS", raising=False)
     monkeypatch.delenv("AIRFLOW_VAR_CHECKPOINT_HEALTH_CONFIG", raising=False)
-    return {"path": path, "posts": webhook[1], "pushgateway": pushgateway}
+    return {"path": path, "posts": webhook[1], "fail_next": webhook[2], "pushgateway": pushgateway}
 
 
 def run_health(fresh_dag, **conf):

@@ -27,6 +27,9 @@ CALM = dict(error_rate=0.0, writes_per_second=1.0, store_bytes=10 * MB)
         # error rate > 1%: exactly 1% is still fine
         ({"error_rate": 0.01}, SQLITE_SUFFICIENT),
         ({"error_rate": 0.0101}, MIGRATE_NOW),
+        # ...from at least min_errors (3) failed writes: one failure at a trickle is not a migration
+        ({"error_rate": 0.02, "errors_in_window": 2}, SQLITE_SUFFICIENT),
+        ({"error_rate": 0.02, "errors_in_window": 3}, MIGRATE_NOW),
         # > 100 writes/s sustained
         ({"writes_per_second": 100.0}, SQLITE_SUFFICIENT),
         ({"writes_per_second": 100.01}, MIGRATE_NOW),
@@ -54,7 +57,7 @@ def test_reasons_carry_the_numbers():
     assert d.decision == MIGRATE_NOW
     text = "\n".join(d.reasons)
     assert "2.35% > 1%" in text and "150.0 writes/s" in text and "prometheus" in text
-    assert f"SQLite file 6.00 GB with its WAL ({6 * GB:,} bytes) > 5 GB" in text  # the SOON reason rides along
+    assert f"SQLite file 6.00 GiB with its WAL ({6 * GB:,} bytes) > 5 GiB" in text  # the SOON reason rides along
 
 
 def test_every_threshold_is_configurable():
@@ -95,12 +98,22 @@ def test_error_spike_boundary(rate, baseline, flagged):
     assert ("error_spike" in [a["kind"] for a in d.anomalies]) is flagged
 
 
+def test_urls_in_messages_lose_their_credentials():
+    from include.checkpoint_core.health.prometheus import PrometheusAPI, safe_url
+
+    assert safe_url("https://svc:s3cr3t@prom.example:9090/api") == "https://prom.example:9090/api"
+    assert safe_url("http://prom:9090") == "http://prom:9090"
+    assert "s3cr3t" not in PrometheusAPI("https://svc:s3cr3t@127.0.0.1:1").where
+
+
 def test_missing_inputs_are_carried_into_the_decision():
     d = decide(HealthInputs(backend="sqlite", missing=["prometheus: unreachable"]))
     assert d.missing == ["prometheus: unreachable"]
 
 
 def test_settings_precedence_defaults_variable_params():
+    assert resolve_settings("", None) == resolve_settings(None, None)
+    assert resolve_settings('{"app_servers": 2}').app_servers == 2  # the Variable's raw text
     s = resolve_settings(None, None)
     assert s.thresholds == Thresholds() and s.app_servers == 1 and s.auto_migrate is False
     s = resolve_settings({"app_servers": 3, "error_rate_pct": 2.5, "auto_migrate": True}, {"error_rate_pct": None})
@@ -118,7 +131,19 @@ def test_settings_precedence_defaults_variable_params():
         ({"error_rate_pct": "high"}, "error_rate_pct"),
         ({"prometheus_selector": 'job="a"} or vector(1) #'}, "label matchers"),
         ({"window_minutes": 0}, "window_minutes"),
+        ({"window_minutes": 0.5}, "window_minutes"),
+        ({"error_rate_pct": float("nan")}, "finite"),
+        ({"writes_per_second": float("inf")}, "finite"),
+        ({"app_servers": True}, "app_servers"),
+        ({"largest_top_n": True}, "largest_top_n"),
+        ({"checkpoint_mb": 0}, "checkpoint_mb"),
+        ({"min_errors": 0}, "min_errors"),
+        ({"migration_target": "pg; drop"}, "migration_target"),
+        ({"prometheus_selector": 'job=~"("'}, "not a valid regex"),
+        ({"prometheus_selector": 'backend="postgres"'}, "must not set"),
         ("[1, 2]", "JSON object"),
+        ('{"app_servers": 3', "not valid JSON"),
+        ("not json", "not valid JSON"),
     ],
 )
 def test_bad_settings_say_what_to_fix(configured, message):

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import urllib.request
 
+import pytest
+
 from tests.airflow.conftest import task_instances, xcom
 from tests.health.conftest import run_health as _run
 
@@ -90,7 +92,22 @@ def test_auto_migrate_triggers_the_migration_once(fresh_dag, wired):
     assert states["trigger_migration"] == "skipped"  # that run exists already: never a second migration
 
 
-def test_bad_settings_fail_without_retry(fresh_dag, wired, monkeypatch):
-    monkeypatch.setenv("AIRFLOW_VAR_CHECKPOINT_HEALTH_CONFIG", json.dumps({"app_server": 2}))
+@pytest.mark.parametrize("variable", [json.dumps({"app_server": 2}), "not json", '{"app_servers": true}'])
+def test_bad_settings_fail_without_retry(fresh_dag, wired, monkeypatch, variable):
+    monkeypatch.setenv("AIRFLOW_VAR_CHECKPOINT_HEALTH_CONFIG", variable)
     dr, states = _run(fresh_dag)
     assert dr.state == "failed" and states["evaluate"] == "failed"
+
+
+def test_an_alert_that_failed_is_sent_again_by_the_next_run(fresh_dag, wired):
+    wired["fail_next"].append(500)  # the webhook answers 500 once
+    dr, states = _run(fresh_dag, app_servers=2)
+    assert states["alert"] == "failed" and states["mark_delivered"] == "upstream_failed"
+    assert wired["posts"] == []
+    dr, states = _run(fresh_dag, app_servers=2)
+    report = xcom(dr, "evaluate")
+    assert report["changed"] is True and report["previous_decision"] is None  # nothing delivered before
+    assert states["alert"] == "success" and len(wired["posts"]) == 1
+    assert states["mark_delivered"] == "success"
+    dr, states = _run(fresh_dag, app_servers=2)
+    assert states["alert"] == "skipped" and len(wired["posts"]) == 1

@@ -90,8 +90,8 @@ def test_sustained_throughput_over_the_threshold_means_migrate_now(app_and_prome
     path, prom = app_and_prometheus(writes_per_sec=150, error_rate=0)
     report = _check(path, prom)
     assert report["decision"] == "migrate_now"
-    assert report["inputs"]["writes_per_second"] > 100
-    assert any("writes/s sustained" in r and "(prometheus) > 100/s" in r for r in report["reasons"])
+    assert report["inputs"]["prometheus_writes_per_second"] > 100
+    assert any("writes/s sustained" in r and "> 100/s" in r for r in report["reasons"])
 
 
 def test_error_spike_against_the_baseline_is_an_anomaly(tmp_path, prometheus_factory):
@@ -131,6 +131,15 @@ def test_prometheus_with_no_series_is_an_input_missing_not_a_guess(tmp_path, pro
     assert report["decision"] == "sqlite_sufficient"
     assert report["inputs"]["writes_source"] == "store: checkpoint ids"
     assert any("no checkpoint_writes_total{backend=\"sqlite\"} series" in m for m in report["missing"])
+
+
+def test_a_query_prometheus_refuses_is_a_missing_input(tmp_path, prometheus_factory, source):
+    path, _ = source
+    prom = prometheus_factory({}, scrape_interval="1s")
+    # Python's re accepts a lookahead, Prometheus's RE2 does not: HTTP 400 bad_data.
+    report = _check(path, prom, selector='job=~"(?=a)"')
+    assert report["decision"] == "sqlite_sufficient"
+    assert any("refused" in m and "bad_data" in m for m in report["missing"])
 
 
 @pytest.fixture

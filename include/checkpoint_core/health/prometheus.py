@@ -12,14 +12,17 @@ import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import requests
 
 from include.checkpoint_core.observability import names
 
 # Extra label matchers an operator may add to tell this app's series apart (job="agent", ...).
-_MATCHER = r'\s*[A-Za-z_][A-Za-z0-9_]*\s*(=|!=|=~|!~)\s*"(?:[^"\\]|\\.)*"\s*'
+_MATCHER = r'\s*([A-Za-z_][A-Za-z0-9_]*)\s*(=|!=|=~|!~)\s*"((?:[^"\\]|\\.)*)"\s*'
 _SELECTOR = re.compile(rf"^(?:{_MATCHER}(?:,{_MATCHER})*,?)?$")
+_ONE_MATCHER = re.compile(_MATCHER)
+RESERVED_LABELS = ("__name__", "backend")  # set by the queries themselves
 
 
 class PrometheusUnavailable(Exception):
@@ -34,7 +37,26 @@ def validate_selector(selector: str) -> str:
             f"prometheus_selector {selector!r} is not a list of label matchers; "
             'write it as in PromQL braces, e.g. job="agent",instance=~"app-.*"'
         )
+    for label, op, value in _ONE_MATCHER.findall(selector):
+        if label in RESERVED_LABELS:
+            raise ValueError(f"prometheus_selector must not set {label!r}: the health check sets it itself")
+        if op in ("=~", "!~"):
+            try:
+                re.compile(value.encode().decode("unicode_escape"))
+            except re.error as exc:
+                raise ValueError(f"prometheus_selector: {label}{op}\"{value}\" is not a valid regex ({exc})") from None
     return selector.rstrip(",").strip()
+
+
+def safe_url(url: str) -> str:
+    """A URL for logs and reports: any user:password@ part removed."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
 
 
 @dataclass
@@ -45,6 +67,10 @@ class PrometheusAPI:
     session: requests.Session | None = None
     timeout_s: float = 10.0
 
+    @property
+    def where(self) -> str:
+        return safe_url(self.base_url)
+
     def query(self, expr: str) -> list[dict[str, Any]]:
         """The vector an instant query returns; raises PrometheusUnavailable or ValueError."""
         session = self.session or requests.Session()
@@ -52,17 +78,19 @@ class PrometheusAPI:
         try:
             resp = session.get(url, params={"query": expr}, timeout=self.timeout_s)
         except requests.RequestException as exc:
-            raise PrometheusUnavailable(f"Prometheus at {self.base_url} is unreachable: {type(exc).__name__}") from exc
+            raise PrometheusUnavailable(f"Prometheus at {self.where} is unreachable: {type(exc).__name__}") from None
         try:
             body = resp.json()
         except ValueError:
-            raise PrometheusUnavailable(
-                f"{self.base_url} answered HTTP {resp.status_code} without JSON: is it Prometheus?"
-            ) from None
+            body = None
+        if not isinstance(body, dict):
+            raise PrometheusUnavailable(f"{self.where} answered HTTP {resp.status_code} without a Prometheus "
+                                        "API answer: is it Prometheus (the server's base URL)?")
         if body.get("status") != "success":
-            if resp.status_code == 400:  # bad_data: our query is wrong, which is a bug, not an outage
-                raise ValueError(f"Prometheus refused the query {expr!r}: {body.get('error')}")
-            raise PrometheusUnavailable(f"Prometheus at {self.base_url}: {body.get('errorType')}: {body.get('error')}")
+            # bad_data (400): the query was refused, e.g. a selector regex Prometheus does not
+            # accept, or a query limit of a Prometheus-compatible server; the input is unknown.
+            raise PrometheusUnavailable(f"Prometheus at {self.where} refused {expr!r}: "
+                                        f"{body.get('errorType')}: {body.get('error')}")
         data = body.get("data", {})
         if data.get("resultType") == "scalar":
             return [{"metric": {}, "value": data["result"]}]
@@ -82,6 +110,7 @@ class PrometheusReadings:
     writes_per_second: float | None = None
     peak_writes_per_second: float | None = None
     error_rate: float | None = None
+    errors_in_window: float | None = None
     baseline_error_rate: float | None = None
     p99_write_seconds: float | None = None
     missing: list[str] = field(default_factory=list)
@@ -102,6 +131,7 @@ def queries(backend: str, selector: str, window_minutes: float, baseline_minutes
         "writes_per_second": f"sum(rate({writes}[{w}]))",
         "peak_writes_per_second": f"max_over_time(sum(rate({writes}[1m]))[{w}:15s])",
         "errors_per_second": f"sum(rate({errors}[{w}]))",
+        "errors_in_window": f"sum(increase({errors}[{w}]))",
         "baseline_writes_per_second": f"sum(rate({writes}[{b}] offset {w}))",
         "baseline_errors_per_second": f"sum(rate({errors}[{b}] offset {w}))",
         "p99_write_seconds": (
@@ -131,6 +161,7 @@ def _read(api: PrometheusAPI, q: dict[str, str], out: PrometheusReadings, where:
     out.writes_per_second = api.scalar(q["writes_per_second"])
     out.peak_writes_per_second = api.scalar(q["peak_writes_per_second"])
     errors = api.scalar(q["errors_per_second"])
+    out.errors_in_window = api.scalar(q["errors_in_window"])
     if out.writes_per_second is None:
         out.missing.append(f"prometheus: {where} has fewer than two samples in the window; rates unknown")
     else:

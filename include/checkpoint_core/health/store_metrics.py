@@ -84,30 +84,33 @@ PG_SIZE_SQL = "SELECT COALESCE(pg_total_relation_size(to_regclass(%s)), 0) AS n"
 
 def read_store(
     target: StoreTarget, *, window_minutes: float = 15, largest_top_n: int = 5,
-    checkpoint_limit_bytes: int = 5 * 1024 * 1024, now: datetime | None = None,
+    checkpoint_limit_bytes: int = 5 * 1024 * 1024, now: datetime | None = None, full_scans: bool = True,
 ) -> StoreReadings:
-    """Size, threads, writes/s over the window and the largest checkpoints of one store."""
+    """Size and writes/s over the window (index range scans), and with ``full_scans`` the thread
+    count and the largest checkpoints, which read every row and so are worth doing less often."""
     out = StoreReadings()
     low, high = _window_bounds(window_minutes, now)
+    reads = {k: v for k, v in (SQLITE_READS if target.kind == "sqlite" else PG_READS).items()
+             if full_scans or k != "threads"}
     if target.kind == "sqlite":
-        _read_sqlite(Path(target.location), low, high, out)
+        _read_sqlite(Path(target.location), low, high, reads, out)
     else:
-        _read_postgres(target.location, low, high, out)
+        _read_postgres(target.location, low, high, reads, out)
     if out.checkpoints_in_window is not None and out.write_groups_in_window is not None:
         out.writes_per_second = (out.checkpoints_in_window + out.write_groups_in_window) / (window_minutes * 60)
-    if largest_top_n > 0:
+    if full_scans and largest_top_n > 0:
         _read_largest(target, largest_top_n, checkpoint_limit_bytes, out)
     return out
 
 
-def _read_sqlite(path: Path, low: str, high: str, out: StoreReadings) -> None:
+def _read_sqlite(path: Path, low: str, high: str, reads: dict[str, str], out: StoreReadings) -> None:
     from include.checkpoint_core.sqlite_store import classify_sqlite_error, open_sqlite_readonly, read_schema
 
     with open_sqlite_readonly(path) as conn:  # raises StoreNotFound / NotSqliteFile with a hint
         read_schema(conn, path)  # NotACheckpointStore when the tables are missing
         out.bytes_detail = sqlite_file_bytes(path)  # after opening: the WAL is current
         out.store_bytes = sum(out.bytes_detail.values())
-        for label, sql in SQLITE_READS.items():
+        for label, sql in reads.items():
             params = () if label == "threads" else (low, high)
             try:
                 setattr(out, label, conn.execute(sql, params).fetchone()[0])
@@ -118,15 +121,18 @@ def _read_sqlite(path: Path, low: str, high: str, out: StoreReadings) -> None:
                     raise classify_sqlite_error(exc, path, "reading") from exc
 
 
-def _read_postgres(dsn: str, low: str, high: str, out: StoreReadings) -> None:
-    from include.checkpoint_core.postgres_store import postgres_connection
+def _read_postgres(dsn: str, low: str, high: str, reads: dict[str, str], out: StoreReadings) -> None:
+    from include.checkpoint_core.errors import NotACheckpointStore
+    from include.checkpoint_core.postgres_store import describe_dsn, postgres_connection
 
     with postgres_connection(dsn) as conn:  # autocommit, dict rows
         conn.execute("SET default_transaction_read_only = on")
+        if conn.execute("SELECT to_regclass('checkpoints') AS t").fetchone()["t"] is None:
+            raise NotACheckpointStore(f"{describe_dsn(dsn)} has no PostgresSaver tables (checkpoints).")
         for table in PG_TABLES:
             out.bytes_detail[table] = conn.execute(PG_SIZE_SQL, (table,)).fetchone()["n"]
         out.store_bytes = sum(out.bytes_detail.values())
-        for label, sql in PG_READS.items():
+        for label, sql in reads.items():
             params = () if label == "threads" else (low, high)
             setattr(out, label, conn.execute(sql, params).fetchone()["n"])
 

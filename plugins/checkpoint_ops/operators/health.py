@@ -39,11 +39,11 @@ class CheckpointHealthOperator(CheckpointOpsOperator):
         self.overrides = overrides
 
     def run(self, context: Context) -> dict[str, Any]:
-        from include.checkpoint_core.health.evaluate import check_health, justification
+        from include.checkpoint_core.health.evaluate import check_health, justification, recent_full_scan, record
         from include.checkpoint_core.health.settings import resolve_settings
 
         try:
-            settings = resolve_settings(self.configured or None, self.overrides)
+            settings = resolve_settings(self.configured, self.overrides)
         except ValueError as exc:
             raise AirflowFailException(str(exc)) from exc
         target = self.store_target(self.checkpoint_conn_id)
@@ -52,13 +52,15 @@ class CheckpointHealthOperator(CheckpointOpsOperator):
             target, prometheus=prometheus, prometheus_absent_reason=absent, thresholds=settings.thresholds,
             app_servers=settings.app_servers, selector=settings.prometheus_selector,
             window_minutes=settings.window_minutes, baseline_minutes=settings.baseline_minutes,
-            largest_top_n=settings.largest_top_n, run_id=context["run_id"],
-            evaluated_at=context["dag_run"].run_after, log=self.log.info,
+            largest_top_n=settings.largest_top_n, log=self.log.info,
+            earlier_full_scan=recent_full_scan(target, settings.full_scan_every_minutes, log=self.log.info),
         )
-        report["auto_migrate"] = settings.auto_migrate
-        text = justification(report)
+        # The decision is made; the history only tells whether it changed (and is best-effort).
+        report = record(report, target, run_id=context["run_id"], evaluated_at=context["dag_run"].run_after,
+                        log=self.log.warning)
+        report["auto_migrate"], report["migration_target"] = settings.auto_migrate, settings.migration_target
         (self.log.warning if report["decision"] == "migrate_now" or report["anomalies"] else self.log.info)(
-            "Decision\n%s", text
+            "Decision\n%s", justification(report)
         )
         report["pushgateway"] = self._publish(report)
         return report
@@ -75,18 +77,19 @@ class CheckpointHealthOperator(CheckpointOpsOperator):
 
     def _publish(self, report: dict[str, Any]) -> str:
         """Push the gauges; a Pushgateway outage is reported, it does not undo the decision."""
+        from include.checkpoint_core.health.prometheus import safe_url
         from include.checkpoint_core.health.publish import push_health
 
         service = http_service(self.pushgateway_conn_id)
         if service is None:
             return f"skipped: no connection {self.pushgateway_conn_id!r}"
         hook, session = service
-        auth = session.auth  # requests' HTTPBasicAuth when the connection has a login
+        auth, where = session.auth, safe_url(hook.base_url)  # HTTPBasicAuth when the connection has a login
         try:
             push_health(hook.base_url, report, username=getattr(auth, "username", None),
                         password=getattr(auth, "password", None))
-        except OSError as exc:  # urllib's URLError/HTTPError are OSErrors
-            self.log.warning("Could not push the health gauges to %s: %s", hook.base_url, exc)
-            return f"failed: {exc}"
-        self.log.info("Health gauges pushed to %s", hook.base_url)
+        except Exception as exc:  # noqa: BLE001 - an outage of the gauges must not undo the decision
+            self.log.warning("Could not push the health gauges to %s: %s: %s", where, type(exc).__name__, exc)
+            return f"failed: {type(exc).__name__}"
+        self.log.info("Health gauges pushed to %s", where)
         return "pushed"
