@@ -143,3 +143,17 @@ def test_a_locked_store_does_not_swallow_the_decision(source):
     assert report["decision"] == "migrate_now"
     assert report["changed"] is None and report["history"].startswith("not recorded")
     assert any(m.startswith("history: not recorded") for m in report["missing"])
+
+
+def test_a_history_table_from_before_delivery_markers_is_upgraded(source):
+    import sqlite3
+
+    path, _ = source
+    with closing(sqlite3.connect(path)) as conn, conn:
+        conn.execute("CREATE TABLE checkpoint_ops_health_history (run_id TEXT PRIMARY KEY, evaluated_at TEXT NOT NULL, "
+                     "decision TEXT NOT NULL, previous_decision TEXT, report TEXT NOT NULL)")
+    target = StoreTarget("sqlite", str(path), "s")
+    report = record(check_health(target, prometheus=None, largest_top_n=0), target, run_id="r",
+                    evaluated_at=datetime.now(timezone.utc))
+    assert report["history"] == "recorded" and report["changed"] is True
+    assert mark_delivered(target, run_id="r", at=datetime.now(timezone.utc)) is True

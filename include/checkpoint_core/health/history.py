@@ -43,6 +43,8 @@ PG_DDL = f"""CREATE TABLE IF NOT EXISTS {TABLE} (
     report JSONB NOT NULL,
     delivered_at TIMESTAMPTZ
 )"""
+# Columns added after the table first shipped: (name, SQLite type, PostgreSQL type).
+ADDED_COLUMNS = (("delivered_at", "TEXT", "TIMESTAMPTZ"),)
 OWN_SQL = f"SELECT decision, report, delivered_at FROM {TABLE} WHERE run_id = {{p}}"
 # The newest earlier run whose outcome was delivered: what "changed" is measured against.
 PREVIOUS_SQL = (
@@ -143,6 +145,10 @@ def _sqlite_record(path: Path, run_id: str, at: datetime, decision: str, payload
     conn = connect_sqlite(path, autocommit=True)
     try:
         conn.execute(SQLITE_DDL)
+        have = {row[1] for row in conn.execute(f"PRAGMA table_info({TABLE})")}
+        for name, sqlite_type, _ in ADDED_COLUMNS:
+            if name not in have:
+                conn.execute(f"ALTER TABLE {TABLE} ADD COLUMN {name} {sqlite_type}")
         conn.execute("BEGIN IMMEDIATE")  # one short write: read the previous row, add ours, trim
         previous = conn.execute(PREVIOUS_SQL.format(p="?"), (run_id, _iso(at))).fetchone()
         conn.execute(INSERT_SQL.format(p="?", j="?"), (run_id, _iso(at), decision, previous and previous[0], payload))
@@ -164,6 +170,8 @@ def _pg_record(dsn: str, run_id: str, at: datetime, decision: str, payload: str)
 
     with postgres_connection(dsn) as conn:
         conn.execute(PG_DDL)
+        for name, _, pg_type in ADDED_COLUMNS:
+            conn.execute(f"ALTER TABLE {TABLE} ADD COLUMN IF NOT EXISTS {name} {pg_type}")
         with conn.transaction():
             # A manual run and a scheduled one must not both read the same "previous".
             conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (TABLE,))
