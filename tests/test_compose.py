@@ -155,6 +155,11 @@ def test_prometheus_loads_the_repo_config_and_rules(compose):
     push_targets = [t for sc in jobs["pushgateway"]["static_configs"] for t in sc["targets"]]
     assert push_targets == [f"pushgateway:{port}" for port in _container_ports(compose["services"]["pushgateway"])]
     assert jobs["pushgateway"]["honor_labels"] is True
+    # Persisted: a restart keeps the health DAG's last gauges.
+    pushgateway = compose["services"]["pushgateway"]
+    store = next(a.split("=", 1)[1] for a in pushgateway["command"] if a.startswith("--persistence.file="))
+    assert any(v.split(":")[0] in compose["volumes"] and store.startswith(v.split(":")[1] + "/")
+               for v in pushgateway["volumes"])
     assert jobs["checkpoint-app"]["static_configs"][0]["targets"] == ["host.docker.internal:9464"]
     assert "host.docker.internal:host-gateway" in prom.get("extra_hosts", [])
     assert any(v.split(":")[0] in compose["volumes"] and v.split(":")[1] == "/prometheus" for v in prom["volumes"])
@@ -165,7 +170,9 @@ def test_grafana_is_provisioned_from_the_repo(compose):
     env = grafana["environment"]
     assert env["GF_SECURITY_ADMIN_PASSWORD"] == "${GRAFANA_ADMIN_PASSWORD:-admin}"
     binds = {target: (source, mode) for source, target, mode in _binds(grafana)}
-    assert binds["/etc/grafana/provisioning"] == ("./observability/grafana/provisioning", "ro")
+    # Only the kinds we provision: the image's other provisioning folders (alerting, plugins) stay.
+    for kind in ("datasources", "dashboards"):
+        assert binds[f"/etc/grafana/provisioning/{kind}"] == (f"./observability/grafana/provisioning/{kind}", "ro")
     provisioning = ROOT / "observability/grafana/provisioning"
     # The dashboard provider's directory is mounted, read-only, and holds the dashboard.
     provider = yaml.safe_load((provisioning / "dashboards/checkpoint-ops.yml").read_text())["providers"][0]

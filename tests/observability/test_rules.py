@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -119,7 +118,8 @@ LOOSENED = [
     ("CheckpointWriteErrorRateHigh", "> 0.01", "> 0.0099"),  # exactly 1% must not fire
     ("CheckpointWriteErrorRateSpike", "3 *", "2 *"),  # 2.7x the baseline must not fire
     ("CheckpointWriteErrorRateSpike", "> 0.001", "> 0"),  # under the 0.1% floor
-    ("CheckpointWriteErrorRateSpike", "> 2\n", "> 0\n"),  # fewer than 3 errors
+    ("CheckpointWriteErrorRateSpike", "> 2.5\n", "> 0\n"),  # fewer than 3 errors
+    ("CheckpointWriteErrorRateHigh", "> 2.5\n", "> 0\n"),  # 5% from 2.5 errors must not fire
     ("CheckpointSqliteWriteThroughputHigh", "> 80", "> 78.5"),  # 79 writes/s must not fire
     ("CheckpointSqliteWriteThroughputHigh", '{backend="sqlite"}', ""),  # PostgreSQL at 200/s must not fire
     ("CheckpointWriteLatencyP99High", "> 0.5", "> 0.49"),  # P99 of exactly 0.5 s must not fire
@@ -229,8 +229,10 @@ def test_large_checkpoint_alert_fires_on_a_real_scrape(prometheus_factory):
         prom.wait_for("count_over_time(instance:checkpoint_size_over_5mib:count[1m])",
                       lambda result: result and float(result[0]["value"][1]) >= 2, timeout=20)
         size.observe(4_000_000)
-        prom.wait_for(f'checkpoint_size_bytes_count{{backend="sqlite"}}', lambda r: r and r[0]["value"][1] == "2", timeout=10)
-        time.sleep(2.5)  # two more evaluations
+        scraped = prom.wait_for('timestamp(checkpoint_size_bytes_count{backend="sqlite"} == 2)', bool, timeout=10)
+        at = float(scraped[0]["value"][1])
+        # Rules evaluated after that scrape (the alert is in the same group, after the record).
+        prom.wait_for(f"timestamp(instance:checkpoint_size_over_5mib:count) > {at + 1.5}", bool, timeout=10)
         assert not _firing(prom, "CheckpointOver5MiBWritten")
         assert prom.value("instance:checkpoint_size_over_5mib:count") == 0
 
