@@ -517,3 +517,23 @@ def test_metrics_app_fails_the_asked_fraction_of_writes(tmp_path):
     assert metrics[("checkpoint_writes_total", "sqlite", "put")] > 0
     assert metrics[("checkpoint_writes_total", "sqlite", "put_writes")] > 0
     assert metrics[("checkpoint_size_bytes_count", "sqlite", "put")] > 0
+
+
+def test_a_name_clash_leaves_nothing_half_registered():
+    from langgraph.checkpoint.memory import InMemorySaver
+    from prometheus_client import CollectorRegistry, Counter
+
+    registry = CollectorRegistry()
+    theirs = Counter("checkpoint_write_errors", "someone else's", registry=registry)
+    with pytest.raises(ValueError, match="pass another registry"):
+        MeteredSaver(InMemorySaver(), registry=registry)
+    registry.unregister(theirs)
+    MeteredSaver(InMemorySaver(), registry=registry)  # our own names were not left behind
+    assert registry.get_sample_value("checkpoint_writes_total", {"backend": "memory", "operation": "put"}) == 0
+
+
+def test_registry_none_is_refused_with_a_reason():
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    with pytest.raises(ValueError, match="needs a registry"):
+        MeteredSaver(InMemorySaver(), registry=None)

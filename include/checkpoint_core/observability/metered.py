@@ -160,22 +160,33 @@ _FAMILIES_LOCK = threading.Lock()
 
 def _families(registry: CollectorRegistry) -> _Families:
     """The metric objects of ``registry``, created on first use and shared by every MeteredSaver."""
+    if registry is None:
+        raise ValueError("MeteredSaver needs a registry to export to: leave registry= out for "
+                         "prometheus_client's default one, or pass a CollectorRegistry")
     with _FAMILIES_LOCK:
         families = _FAMILIES.get(registry)
         if families is None:
             labels = names.APP_LABELS
+            # Built unregistered, then registered together: a clash with metrics someone else
+            # registered under these names leaves nothing of ours half-registered behind.
+            families = _Families(
+                writes=Counter(names.WRITES, "Checkpoint write attempts, failed ones included.",
+                               labels, registry=None),
+                errors=Counter(names.WRITE_ERRORS, "Checkpoint write attempts that raised.",
+                               labels, registry=None),
+                duration=Histogram(names.WRITE_DURATION, "Duration of checkpoint write attempts.",
+                                   labels, registry=None, buckets=names.DURATION_BUCKETS),
+                size=Histogram(names.CHECKPOINT_SIZE, "Bytes the checkpoint serializer produced per write.",
+                               labels, registry=None, buckets=names.SIZE_BUCKETS),
+            )
+            registered = []
             try:
-                families = _Families(
-                    writes=Counter(names.WRITES, "Checkpoint write attempts, failed ones included.",
-                                   labels, registry=registry),
-                    errors=Counter(names.WRITE_ERRORS, "Checkpoint write attempts that raised.",
-                                   labels, registry=registry),
-                    duration=Histogram(names.WRITE_DURATION, "Duration of checkpoint write attempts.",
-                                       labels, registry=registry, buckets=names.DURATION_BUCKETS),
-                    size=Histogram(names.CHECKPOINT_SIZE, "Bytes the checkpoint serializer produced per write.",
-                                   labels, registry=registry, buckets=names.SIZE_BUCKETS),
-                )
-            except ValueError as exc:  # "Duplicated timeseries": someone else registered these names
+                for metric in (families.writes, families.errors, families.duration, families.size):
+                    registry.register(metric)
+                    registered.append(metric)
+            except ValueError as exc:  # "Duplicated timeseries"
+                for metric in registered:
+                    registry.unregister(metric)
                 raise ValueError(f"{exc}: this registry already holds checkpoint metrics that MeteredSaver "
                                  f"did not create; pass another registry=") from None
             _FAMILIES[registry] = families
@@ -295,10 +306,13 @@ class _Metered:
         m = self.m
         m.duration.observe(perf_counter() - self.start)
         m.writes.inc()
-        _WRITE_BYTES.reset(self.token)
         if exc_type is not None:
             if issubclass(exc_type, Exception):
                 m.errors.inc()
         elif self.acc[1] and m.size is not None:
             m.size.observe(self.acc[0])
+        try:
+            _WRITE_BYTES.reset(self.token)
+        except ValueError:  # a coroutine closed from another context (e.g. collected after its loop)
+            pass
         return False
