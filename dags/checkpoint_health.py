@@ -116,7 +116,8 @@ with DAG(
     def resolve_store(params=None) -> str:
         from checkpoint_ops.hooks import KNOWN_STORE_CONN_IDS, SQLITE_CONN_ID, resolve_store_conn_ids
 
-        defined = resolve_store_conn_ids([params["store"]] if params["store"] else [], tuple(KNOWN_STORE_CONN_IDS))
+        defined = resolve_store_conn_ids([params["store"]] if params["store"] else [], tuple(KNOWN_STORE_CONN_IDS),
+                                         param="store")
         return SQLITE_CONN_ID if SQLITE_CONN_ID in defined else defined[0]
 
     store = resolve_store()

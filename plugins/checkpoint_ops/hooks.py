@@ -95,7 +95,9 @@ class CheckpointStoreHook(BaseHook):
 KNOWN_STORE_CONN_IDS = (SQLITE_CONN_ID, POSTGRES_CONN_ID)
 
 
-def resolve_store_conn_ids(requested: list[str], known: tuple[str, ...] = KNOWN_STORE_CONN_IDS, log=print) -> list[str]:
+def resolve_store_conn_ids(
+    requested: list[str], known: tuple[str, ...] = KNOWN_STORE_CONN_IDS, log=print, param: str = "stores"
+) -> list[str]:
     """The store connections a run should work on, checked up front.
 
     An explicit list must name only defined, usable sqlite/postgres connections. An empty list
@@ -121,7 +123,7 @@ def resolve_store_conn_ids(requested: list[str], known: tuple[str, ...] = KNOWN_
         raise AirflowFailException(
             "No checkpoint store connection is defined: define "
             + " or ".join(known)
-            + " (Admin > Connections, or AIRFLOW_CONN_<ID>), or name connections in the 'stores' param."
+            + f" (Admin > Connections, or AIRFLOW_CONN_<ID>), or name a connection in the '{param}' param."
         )
     return usable
 

@@ -111,3 +111,16 @@ def test_an_alert_that_failed_is_sent_again_by_the_next_run(fresh_dag, wired):
     assert states["mark_delivered"] == "success"
     dr, states = _run(fresh_dag, app_servers=2)
     assert states["alert"] == "skipped" and len(wired["posts"]) == 1
+
+
+def test_no_store_connection_fails_at_once_and_names_the_param(fresh_dag, monkeypatch):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from checkpoint_ops.hooks import KNOWN_STORE_CONN_IDS, resolve_store_conn_ids
+
+    for conn_id in KNOWN_STORE_CONN_IDS:
+        monkeypatch.delenv(f"AIRFLOW_CONN_{conn_id.upper()}", raising=False)
+    with pytest.raises(AirflowFailException, match="'store' param"):
+        resolve_store_conn_ids([], tuple(KNOWN_STORE_CONN_IDS), param="store")
+    dr, states = _run(fresh_dag)
+    assert dr.state == "failed" and states["resolve_store"] == "failed" and states["evaluate"] == "upstream_failed"
