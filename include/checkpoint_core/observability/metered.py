@@ -50,12 +50,12 @@ from typing import Any, Collection, Sequence
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver, ChannelVersions, Checkpoint, CheckpointMetadata
 from langgraph.checkpoint.serde.base import SerializerProtocol, maybe_add_typed_methods
-from langgraph.checkpoint.serde.encrypted import EncryptedSerializer
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
 
 from include.checkpoint_core.delegating_saver import DelegatingSaver
 from include.checkpoint_core.observability import names
+from include.checkpoint_core.serde_allowlist import inner_with_allowlist
 
 logger = logging.getLogger(__name__)
 
@@ -127,20 +127,8 @@ class MeasuringSerializer(JsonPlusSerializer):
         return self.inner.loads_typed(data)
 
     def with_msgpack_allowlist(self, extra_allowlist: Collection[tuple[str, ...] | type]) -> MeasuringSerializer:
-        inner = _with_allowlist(self.inner, extra_allowlist)
+        inner = inner_with_allowlist(self.inner, extra_allowlist)
         return self if inner is self.inner else MeasuringSerializer(inner)
-
-
-def _with_allowlist(serde: SerializerProtocol, extra: Collection) -> SerializerProtocol:
-    """What BaseCheckpointSaver.with_allowlist does to a serde, one level down."""
-    if isinstance(serde, JsonPlusSerializer):  # OffloadSerializer and a nested MeasuringSerializer too
-        return serde.with_msgpack_allowlist(extra)
-    if isinstance(serde, EncryptedSerializer):
-        updated = _with_allowlist(serde.serde, extra)
-        return serde if updated is serde.serde else EncryptedSerializer(serde.cipher, updated)
-    logger.warning("serializer %s has no msgpack allowlist; strict msgpack is not enforced for it",
-                   type(serde).__name__)
-    return serde
 
 
 # --- the metrics ------------------------------------------------------------------------------

@@ -29,7 +29,6 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Collection
 
 from langgraph.checkpoint.serde.base import SerializerProtocol, maybe_add_typed_methods
-from langgraph.checkpoint.serde.encrypted import EncryptedSerializer
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
 from include.checkpoint_core.offload.blobs import BlobStore, is_sha256_hex
@@ -38,6 +37,7 @@ from include.checkpoint_core.offload.errors import (
     OffloadedBlobCorrupt,
     OffloadedBlobMissing,
 )
+from include.checkpoint_core.serde_allowlist import inner_with_allowlist
 
 logger = logging.getLogger(__name__)
 
@@ -212,7 +212,7 @@ class OffloadSerializer(JsonPlusSerializer):
 
     def with_msgpack_allowlist(self, extra_allowlist: Collection[tuple[str, ...] | type]) -> "OffloadSerializer":
         """A clone whose inner serializer allows ``extra_allowlist`` too (same blob store and cache)."""
-        inner = _inner_with_allowlist(self.inner, extra_allowlist)
+        inner = inner_with_allowlist(self.inner, extra_allowlist)
         if inner is self.inner:
             return self
         clone = copy.copy(self)
@@ -220,13 +220,3 @@ class OffloadSerializer(JsonPlusSerializer):
         return clone
 
 
-def _inner_with_allowlist(serde: SerializerProtocol, extra: Collection) -> SerializerProtocol:
-    """The same forwarding BaseCheckpointSaver does, applied one level down."""
-    if isinstance(serde, JsonPlusSerializer):  # includes a nested OffloadSerializer
-        return serde.with_msgpack_allowlist(extra)
-    if isinstance(serde, EncryptedSerializer):
-        updated = _inner_with_allowlist(serde.serde, extra)
-        return serde if updated is serde.serde else EncryptedSerializer(serde.cipher, updated)
-    logger.warning("serializer %s has no msgpack allowlist; strict msgpack is not enforced for it",
-                   type(serde).__name__)
-    return serde
