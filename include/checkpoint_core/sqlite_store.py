@@ -173,7 +173,7 @@ def read_schema(conn: sqlite3.Connection, path: Path) -> SqliteSchema:
             )
         has_task_path = "task_path" in write_cols
         version = SCHEMA_CURRENT if has_task_path else SCHEMA_NO_TASK_PATH
-    wal = path.with_name(path.name + "-wal")
+    sizes = sqlite_file_sizes(path)
     return SqliteSchema(
         path=str(path),
         version=version,
@@ -183,9 +183,20 @@ def read_schema(conn: sqlite3.Connection, path: Path) -> SqliteSchema:
         journal_mode=str(journal_mode).lower(),
         page_size=int(page_size),
         page_count=int(page_count),
-        size_bytes=path.stat().st_size,
-        wal_bytes=wal.stat().st_size if wal.exists() else 0,
+        size_bytes=sizes["main"],
+        wal_bytes=sizes.get("wal", 0),
     )
+
+
+def sqlite_file_sizes(path: Path) -> dict[str, int]:
+    """Bytes on disk of the database file ("main") and of its "wal" and "shm" side files when present."""
+    sizes = {"main": path.stat().st_size}
+    for side in ("wal", "shm"):
+        try:
+            sizes[side] = path.with_name(f"{path.name}-{side}").stat().st_size
+        except FileNotFoundError:
+            pass
+    return sizes
 
 
 def inspect_sqlite(path: str | Path, *, check_integrity: bool = False) -> SqliteSchema:

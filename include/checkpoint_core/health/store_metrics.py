@@ -27,7 +27,6 @@ from include.checkpoint_core.stores import StoreTarget
 
 # Ids minted up to this far ahead (clock skew between app servers) still count as "now".
 FUTURE_SKEW = timedelta(hours=1)
-SQLITE_SIDE_FILES = ("-wal", "-shm")
 PG_TABLES = ("checkpoints", "checkpoint_blobs", "checkpoint_writes", "checkpoint_migrations")
 
 
@@ -48,18 +47,6 @@ class StoreReadings:
 def _window_bounds(window_minutes: float, now: datetime | None) -> tuple[str, str]:
     now = now or datetime.now(timezone.utc)
     return uuid6_floor(now - timedelta(minutes=window_minutes)), uuid6_floor(now + FUTURE_SKEW)
-
-
-def sqlite_file_bytes(path: Path) -> dict[str, int]:
-    """The database file and its side files, as the disk holds them."""
-    sizes = {"main": path.stat().st_size}
-    for suffix in SQLITE_SIDE_FILES:
-        side = path.with_name(path.name + suffix)
-        try:
-            sizes[suffix.lstrip("-")] = side.stat().st_size
-        except FileNotFoundError:
-            pass
-    return sizes
 
 
 # (label, SQL): one read each; %s/? placeholders get the window's low and high ids.
@@ -104,11 +91,16 @@ def read_store(
 
 
 def _read_sqlite(path: Path, low: str, high: str, reads: dict[str, str], out: StoreReadings) -> None:
-    from include.checkpoint_core.sqlite_store import classify_sqlite_error, open_sqlite_readonly, read_schema
+    from include.checkpoint_core.sqlite_store import (
+        classify_sqlite_error,
+        open_sqlite_readonly,
+        read_schema,
+        sqlite_file_sizes,
+    )
 
     with open_sqlite_readonly(path) as conn:  # raises StoreNotFound / NotSqliteFile with a hint
         read_schema(conn, path)  # NotACheckpointStore when the tables are missing
-        out.bytes_detail = sqlite_file_bytes(path)  # after opening: the WAL is current
+        out.bytes_detail = sqlite_file_sizes(path)  # after opening: the WAL is current
         out.store_bytes = sum(out.bytes_detail.values())
         for label, sql in reads.items():
             params = () if label == "threads" else (low, high)

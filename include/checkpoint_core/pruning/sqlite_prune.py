@@ -39,6 +39,7 @@ from include.checkpoint_core.sqlite_store import (
     classify_sqlite_error,
     connect_sqlite,
     inspect_sqlite,
+    sqlite_file_sizes,
 )
 
 UNREADABLE = "__checkpoint_ops_unreadable__"
@@ -76,7 +77,9 @@ def _chunks(items: list, size: int = CHUNK):
 
 
 def file_bytes(path: Path) -> int:
-    return sum(p.stat().st_size for p in (path, Path(f"{path}-wal")) if p.exists())
+    """The database file and its WAL: what a VACUUM or a WAL checkpoint gives back."""
+    sizes = sqlite_file_sizes(path)
+    return sizes["main"] + sizes.get("wal", 0)
 
 
 def _heads(conn: sqlite3.Connection, thread_id: str) -> tuple[Heads, dict[str, tuple]]:
