@@ -78,7 +78,8 @@ class Thresholds:
 
 @dataclass
 class HealthInputs:
-    """What was measured. None means "could not be measured"; ``missing`` says why."""
+    """What the matrix reads (the report carries every other reading). None means "could not be
+    measured"; ``missing`` says why."""
 
     backend: str  # "sqlite" or "postgres"
     app_servers: int = 1  # from configuration
@@ -87,10 +88,8 @@ class HealthInputs:
     baseline_error_rate: float | None = None  # fraction, over the baseline window before it
     writes_per_second: float | None = None  # average over the window
     writes_source: str | None = None  # "prometheus" or "store"
-    p99_write_seconds: float | None = None
     store_bytes: int | None = None  # SQLite: file + WAL + shm; PostgreSQL: the checkpoint tables
     largest_checkpoint_bytes: int | None = None
-    threads: int | None = None
     window_minutes: float = 15
     missing: list[str] = field(default_factory=list)
 

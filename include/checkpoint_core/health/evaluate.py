@@ -36,7 +36,7 @@ def check_health(
     """Measure and decide; returns the report (JSON-able). Writes nothing.
 
     ``earlier_full_scan``: a recent report whose thread count and largest checkpoints are reused
-    instead of reading every row again (see ``full_scan_due``).
+    instead of reading every row again (see ``recent_full_scan``).
     """
     if app_servers < 1:
         raise ValueError(f"app_servers must be at least 1, got {app_servers}")
@@ -61,8 +61,7 @@ def check_health(
         backend=target.kind, app_servers=app_servers, window_minutes=window_minutes,
         error_rate=prom.error_rate, errors_in_window=prom.errors_in_window,
         baseline_error_rate=prom.baseline_error_rate,
-        p99_write_seconds=prom.p99_write_seconds, store_bytes=store.store_bytes,
-        largest_checkpoint_bytes=store.largest_checkpoint_bytes, threads=store.threads,
+        store_bytes=store.store_bytes, largest_checkpoint_bytes=store.largest_checkpoint_bytes,
         missing=prom.missing + store.missing,
     )
     # The higher of the two: Prometheus may see only the servers that are instrumented (or the
