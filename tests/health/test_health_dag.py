@@ -8,7 +8,7 @@ import urllib.request
 
 import pytest
 
-from tests.airflow.conftest import task_instances, xcom
+from tests.airflow.conftest import xcom
 from tests.health.conftest import run_health as _run
 
 

@@ -23,8 +23,8 @@ RATE = "sum(rate(checkpoint_writes_total[1m]))"
 
 
 class App:
-    def __init__(self, path: Path, **options):
-        self.port = free_port()
+    def __init__(self, path: Path, port: int | None = None, **options):
+        self.port = port or free_port()
         argv = [sys.executable, "-m", "tests.observability.metrics_app", "--port", str(self.port),
                 "--sqlite", str(path)] + [f"--{k.replace('_', '-')}={v}" for k, v in options.items()]
         self.process = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -49,7 +49,7 @@ def app_and_prometheus(tmp_path, prometheus_factory):
         prom = prometheus_factory({"checkpoint-app": [app.target]}, scrape_interval="1s")
         # A rate is an average over its whole window, so the checks use a 6 s window that these
         # scrapes fill (the DAG's default window is the 15 minutes between its runs).
-        prom.wait_for(f"count_over_time(checkpoint_writes_total{{operation=\"put\"}}[1m])",
+        prom.wait_for("count_over_time(checkpoint_writes_total{operation=\"put\"}[1m])",
                       lambda r: r and float(r[0]["value"][1]) >= wait_for_samples, timeout=60)
         return path, prom
 
@@ -103,13 +103,8 @@ def test_error_spike_against_the_baseline_is_an_anomaly(tmp_path, prometheus_fac
                   lambda r: r and float(r[0]["value"][1]) >= 15, timeout=60)
     clean.stop()
     # The same app restarts on the same port, now failing a fifth of its writes.
-    from tests.observability import metrics_app  # noqa: F401  (the module the subprocess runs)
-
-    flaky = subprocess.Popen([sys.executable, "-m", "tests.observability.metrics_app", "--port", str(port),
-                              "--sqlite", str(path), "--writes-per-sec=20", "--error-rate=0.2"],
-                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    flaky = App(path, port=port, writes_per_sec=20, error_rate=0.2)
     try:
-        assert flaky.stdout.readline().strip() == "ready"
         time.sleep(8)
         # window: the last 6 s (failing); baseline: the 30 s before it (mostly the clean run)
         report = check_health(StoreTarget("sqlite", str(path), "checkpoints_sqlite"), prometheus=PrometheusAPI(prom.url),
@@ -120,8 +115,7 @@ def test_error_spike_against_the_baseline_is_an_anomaly(tmp_path, prometheus_fac
         assert [a["kind"] for a in report["anomalies"]] == ["error_spike"]
         assert report["decision"] == "migrate_now"  # and the error rate itself is over 1%
     finally:
-        flaky.terminate()
-        flaky.wait(10)
+        flaky.stop()
 
 
 def test_prometheus_with_no_series_is_an_input_missing_not_a_guess(tmp_path, prometheus_factory, source):
