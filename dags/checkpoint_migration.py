@@ -11,6 +11,7 @@ from checkpoint_ops.operators.migration import (
     MigrationExportOperator,
     MigrationImportOperator,
     MigrationPreflightOperator,
+    MigrationSettleRejectsOperator,
     MigrationSnapshotOperator,
     MigrationVerifyOperator,
 )
@@ -32,11 +33,17 @@ then proves it.
 4. **import_batches**: mapped over groups of batches. Serialised bytes are transcoded, never rebuilt
    into application objects; each batch is one transaction recorded in the target, so a retried or
    cleared task skips what committed. Progress (rows, rows/s, ETA) in the log.
-5. **verify**: per-table and per-thread counts, content checksums of every row (*full*) or of
+5. **settle_rejects**: a thread with a row PostgreSQL cannot hold is rejected **whole**: its rows
+   are taken out of the target (only rows the source holds: nothing else is touched) and all of them,
+   bytes as they are, go to `rejected-threads.sqlite` (the source's layout) to repair and migrate as a
+   new run's source. With *repair_nul*, NUL in metadata strings becomes U+FFFD instead, row by row in
+   the report.
+6. **verify**: per-table and per-thread counts, content checksums of every row (*full*) or of
    *sample_threads* threads (*sample*), and CheckpointTuples read through SqliteSaver and
-   PostgresSaver compared. A mismatch fails the task and names the rows.
-6. **catch_up**: copies what the app wrote after the snapshot, until nothing new is left.
-7. **report**: a pgloader-style table, the verification result and `rejected.jsonl`, in the log,
+   PostgresSaver compared; rejected threads are counted apart and must be wholly absent. A mismatch
+   fails the task and names the rows.
+7. **catch_up**: copies what the app wrote after the snapshot, until nothing new is left.
+8. **report**: a pgloader-style table, the verification result and `rejected.jsonl`, in the log,
    XCom and `migrations/<run_id>/report.json`.
 
 With **dry_run** only preflight runs and nothing is written anywhere. Re-running the DAG against an
@@ -70,8 +77,13 @@ with DAG(
         "dry_run": Param(False, type="boolean", title="Dry run",
                          description="Plan only: counts, sizes, estimated time and problems found. Writes nothing."),
         "on_reject": Param("reject", type="string", enum=["reject", "fail"], title="Rows PostgreSQL cannot hold",
-                           description="'reject': migrate everything else and list those rows in rejected.jsonl; "
+                           description="'reject': reject the threads holding such rows whole (every row kept in "
+                                       "rejected-threads.sqlite, reasons in rejected.jsonl) and migrate everything else; "
                                        "'fail': stop before writing anything."),
+        "repair_nul": Param(False, type="boolean", title="Repair NUL in metadata",
+                            description="Replace NUL (U+0000) inside checkpoint metadata strings, which PostgreSQL's "
+                                        "jsonb cannot hold, with U+FFFD, the same way for every row; each repaired row "
+                                        "is listed in repaired.jsonl. Off: such threads are rejected whole."),
     },
 ) as dag:
     common = {
@@ -81,7 +93,8 @@ with DAG(
     }
 
     preflight = MigrationPreflightOperator(
-        task_id="preflight", on_reject="{{ params.on_reject }}", dry_run="{{ params.dry_run }}", **common
+        task_id="preflight", on_reject="{{ params.on_reject }}", repair_nul="{{ params.repair_nul }}",
+        dry_run="{{ params.dry_run }}", **common
     )
 
     @task.short_circuit(task_id="unless_dry_run", ignore_downstream_trigger_rules=False)
@@ -90,7 +103,8 @@ with DAG(
         return not params["dry_run"]
 
     snapshot = MigrationSnapshotOperator(task_id="snapshot", **common)
-    export = MigrationExportOperator(task_id="export", batch_size="{{ params.batch_size }}", **common)
+    export = MigrationExportOperator(task_id="export", batch_size="{{ params.batch_size }}",
+                                     repair_nul="{{ params.repair_nul }}", **common)
 
     @task(task_id="plan_import")
     def plan_import(params=None, dag_run=None) -> list[list[dict]]:
@@ -103,6 +117,7 @@ with DAG(
     import_batches = MigrationImportOperator.partial(
         task_id="import_batches", on_reject="{{ params.on_reject }}", **common
     ).expand(group=groups)
+    settle_rejects = MigrationSettleRejectsOperator(task_id="settle_rejects", **common)
     verify = MigrationVerifyOperator(
         task_id="verify", verify_mode="{{ params.verify_mode }}", sample_threads="{{ params.sample_threads }}", **common
     )
@@ -117,4 +132,4 @@ with DAG(
 
     gate = unless_dry_run()
     preflight >> gate >> snapshot >> export >> groups
-    import_batches >> verify >> catch_up >> report()
+    import_batches >> settle_rejects >> verify >> catch_up >> report()

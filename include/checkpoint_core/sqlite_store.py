@@ -132,6 +132,24 @@ def open_sqlite_readonly(path: str | Path, busy_timeout_ms: int = DEFAULT_BUSY_T
         yield conn
 
 
+def readonly_saver(conn: sqlite3.Connection, serde=None):
+    """A SqliteSaver reading a file opened read-only, whatever layout ``read_schema`` accepts.
+
+    SqliteSaver's readers select ``writes.task_path``, which files from
+    langgraph-checkpoint-sqlite < 2.0.5 lack, and a read-only file cannot be upgraded. A TEMP
+    view named ``writes`` (SQLite resolves the temp schema first, and it lives in memory, so
+    the file is untouched) gives those files the column with SqliteSaver's own default ''.
+    """
+    from langgraph.checkpoint.sqlite import SqliteSaver
+
+    if "writes" in {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")} \
+            and "task_path" not in _columns(conn, "writes"):
+        conn.execute("CREATE TEMP VIEW IF NOT EXISTS writes AS SELECT *, '' AS task_path FROM main.writes")
+    saver = SqliteSaver(conn) if serde is None else SqliteSaver(conn, serde=serde)
+    saver.is_setup = True  # setup() would try to write
+    return saver
+
+
 def _columns(conn: sqlite3.Connection, table: str) -> set[str]:
     return {row[1] for row in conn.execute(f"PRAGMA table_info('{table}')")}
 

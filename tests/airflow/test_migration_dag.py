@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from contextlib import closing
 from datetime import timedelta
 from pathlib import Path
@@ -153,6 +154,15 @@ def test_rejected_rows_are_reported(migration):
     dr = run()
     assert dr.state == "success"
     summary = xcom(dr, "report")
-    assert summary["rejected_rows"] == 3
-    lines = Path(summary["rejected_file"]).read_text().splitlines()
-    assert len(lines) == 3 and all("reason" in json.loads(line) for line in lines)
+    assert summary["rejected_rows"] == 3 and summary["rejected_threads"] == 1
+    entries = [json.loads(line) for line in Path(summary["rejected_file"]).read_text().splitlines()]
+    assert len(entries) == 4 and all("reason" in e for e in entries)
+    (thread,) = [e for e in entries if e.get("rejected") == "whole thread"]
+    # The thread is wholly in rejected-threads.sqlite and wholly absent from the target.
+    kept = Path(summary["rejected_file"]).with_name("rejected-threads.sqlite")
+    with closing(sqlite3.connect(kept)) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM writes WHERE thread_id = ?", (thread["thread_id"],)).fetchone()[0] \
+            == thread["writes"] > 0
+    with closing(psycopg.connect(dsn)) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM checkpoint_writes WHERE thread_id = %s",
+                            (thread["thread_id"],)).fetchone()[0] == 0

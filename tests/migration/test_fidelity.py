@@ -172,3 +172,19 @@ def test_custom_types_travel_as_bytes(tmp_path, pg_dsn):
     assert verify_full(tmp_path / "run", pg_dsn)["ok"]
     out = subprocess.run([sys.executable, "-c", READ_TARGET, pg_dsn], env=env, check=True, capture_output=True, text=True)
     assert json.loads(out.stdout) == {"order": "Order", "customer": "Customer", "items": ["book", "pen"], "name": "Ada"}
+
+
+def test_files_without_writes_task_path_verify(source, pg_dsn, tmp_path):
+    """Files from langgraph-checkpoint-sqlite < 2.0.5 have no writes.task_path: verify reads
+    them through SqliteSaver read-only (the file never upgraded) and compares every row."""
+    path, _ = source
+    with closing(sqlite3.connect(path)) as conn:
+        conn.execute("ALTER TABLE writes DROP COLUMN task_path")
+        conn.execute("PRAGMA journal_mode=DELETE")
+        conn.commit()
+    before = sha256(path)
+    migrate(path, pg_dsn, tmp_path / "run")
+    report = verify_full(tmp_path / "run", pg_dsn)
+    assert report["ok"], report
+    assert report["semantic"]["threads"] > 0 and not report["semantic"]["problems"]
+    assert sha256(path) == before

@@ -13,7 +13,7 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from include.checkpoint_core import errors
-from include.checkpoint_core.migration import load, preflight
+from include.checkpoint_core.migration import load, preflight, rejects
 from include.checkpoint_core.migration.transcode import Rejected
 from tests.conftest import PG_ADMIN_DSN
 from tests.migration.helpers import migrate, sha256, target_fingerprint, verify_full
@@ -146,23 +146,104 @@ def _poison(path):
     return ids
 
 
-def test_rows_postgres_cannot_hold_are_rejected_and_reported(source, pg_dsn, tmp_path):
+def _thread_rows(conn, thread_ids, sql_tables=("checkpoints", "writes")) -> dict[str, int]:
+    marks = ", ".join("?" * len(thread_ids))
+    return {t: conn.execute(f"SELECT COUNT(*) FROM {t} WHERE thread_id IN ({marks})", thread_ids).fetchone()[0]
+            for t in sql_tables}
+
+
+def _target_rows(dsn, thread_ids) -> dict[str, int]:
+    with closing(psycopg.connect(dsn)) as conn:
+        return {t: conn.execute(f"SELECT COUNT(*) FROM {t} WHERE thread_id = ANY(%s)", (thread_ids,)).fetchone()[0]
+                for t in ("checkpoints", "checkpoint_writes", "checkpoint_blobs")}
+
+
+def test_a_thread_with_a_row_postgres_cannot_hold_is_rejected_whole(source, pg_dsn, tmp_path):
     path, _ = source
     ids = _poison(path)
+    with closing(sqlite3.connect(path)) as conn:
+        bad_write_thread = conn.execute("SELECT thread_id FROM writes WHERE channel = ?", ("bad\x00channel",)).fetchone()[0]
+        poisoned = sorted({ids[0][0], ids[1][0], bad_write_thread})
+        in_source = _thread_rows(conn, poisoned)
+        total = _thread_rows(conn, [r[0] for r in conn.execute("SELECT DISTINCT thread_id FROM checkpoints")])
+    assert in_source["writes"] > 1, "the poisoned threads have pending writes that must not be left behind"
     before = sha256(path)
     plan = preflight.preflight(str(path), pg_dsn)
-    assert plan["rejected"]["count"] == 3
+    assert plan["rejected"]["count"] == 3 and plan["rejected"]["threads"] == len(poisoned)
     reasons = " ".join(r["reason"] for r in plan["rejected"]["examples"])
     assert "NUL" in reasons and "NaN" in reasons
-    run = migrate(path, pg_dsn, tmp_path / "run")
+    folder = tmp_path / "run"
+    run = migrate(path, pg_dsn, folder)
     assert sum(t["rejected"] for t in run["totals"]) == 3
+    assert run["settled"]["threads"] == len(poisoned) and run["settled"]["removed_rows"] > 0
+    # Nothing of those threads is left in the target: no orphan writes, no blobs.
+    assert _target_rows(pg_dsn, poisoned) == {"checkpoints": 0, "checkpoint_writes": 0, "checkpoint_blobs": 0}
     with closing(psycopg.connect(pg_dsn)) as conn:
-        rejects = conn.execute("SELECT table_name, row_key, reason FROM checkpoint_ops_migration_rejects").fetchall()
-    assert {r[0] for r in rejects} == {"checkpoints", "writes"} and len(rejects) == 3
-    assert any(ids[0][2] in r[1] for r in rejects)
-    report = verify_full(tmp_path / "run", pg_dsn, rejected={"checkpoints": 2, "writes": 1})
+        recorded = conn.execute("SELECT thread_id, checkpoints, writes FROM checkpoint_ops_migration_rejected_threads "
+                                "ORDER BY 1").fetchall()
+        assert conn.execute("SELECT COUNT(*) FROM checkpoints").fetchone()[0] == total["checkpoints"] - in_source["checkpoints"]
+    assert [r[0] for r in recorded] == poisoned
+    assert sum(r[1] for r in recorded) == in_source["checkpoints"] and sum(r[2] for r in recorded) == in_source["writes"]
+    report = verify_full(folder, pg_dsn)
     assert report["ok"], report
+    assert report["rejected_threads"]["count"] == len(poisoned)
+    assert report["table_counts"]["writes"]["in_rejected_threads"] == in_source["writes"]
+    # Settling again changes nothing.
+    with closing(psycopg.connect(pg_dsn)) as conn, closing(sqlite3.connect(folder / "snapshot.sqlite")) as src:
+        conn.row_factory = psycopg.rows.dict_row
+        assert rejects.settle_rejected_threads(conn, src, "m1", log=lambda _: None)["removed_rows"] == 0
+    # Verify still fails on a half-copied thread: one write of a rejected thread put back.
+    with closing(psycopg.connect(pg_dsn)) as conn:
+        conn.execute("INSERT INTO checkpoint_writes (thread_id, checkpoint_ns, checkpoint_id, task_id, task_path, idx, "
+                     "channel, type, blob) VALUES (%s, '', 'x', 't', '', 0, 'c', 'msgpack', '')", (poisoned[0],))
+        conn.commit()
+    broken = verify_full(folder, pg_dsn)
+    assert not broken["ok"] and broken["rejected_threads"]["rows_left_in_target"]["writes"] == 1
     assert sha256(path) == before
+
+    # Every row of the rejected threads, bytes as they are, in a file of the source's layout ...
+    rejected_file = tmp_path / "rejected-threads.sqlite"
+    counts = rejects.write_rejected_file(path, poisoned, rejected_file)
+    assert counts == in_source
+    with closing(sqlite3.connect(path)) as a, closing(sqlite3.connect(rejected_file)) as b:
+        q = "SELECT * FROM checkpoints WHERE thread_id IN ({}) ORDER BY 1, 2, 3".format(", ".join("?" * len(poisoned)))
+        assert a.execute(q, poisoned).fetchall() == b.execute(q, poisoned).fetchall()
+    # ... which, repaired, migrates as a source of its own into the same target.
+    with closing(sqlite3.connect(rejected_file)) as conn:
+        conn.execute("UPDATE checkpoints SET metadata = '{\"source\": \"loop\"}' WHERE metadata LIKE '%NaN%' "
+                     "OR instr(metadata, '\\u0000') > 0")
+        conn.execute("UPDATE writes SET channel = 'repaired' WHERE channel = ?", ("bad\x00channel",))
+        conn.commit()
+    with closing(psycopg.connect(pg_dsn)) as conn:
+        conn.execute("DELETE FROM checkpoint_writes WHERE checkpoint_id = 'x'")
+        conn.commit()
+    again = migrate(rejected_file, pg_dsn, tmp_path / "rerun", migration_id="m2")
+    assert again["settled"]["threads"] == 0
+    assert verify_full(tmp_path / "rerun", pg_dsn, migration_id="m2")["ok"]
+    assert _target_rows(pg_dsn, poisoned)["checkpoints"] == in_source["checkpoints"]
+
+
+def test_repair_nul_replaces_it_row_by_row_and_verifies(source, pg_dsn, tmp_path):
+    path, _ = source
+    with closing(sqlite3.connect(path)) as conn:
+        ids = conn.execute("SELECT thread_id, checkpoint_ns, checkpoint_id FROM checkpoints ORDER BY rowid LIMIT 2").fetchall()
+        for key in ids:
+            conn.execute("UPDATE checkpoints SET metadata = ? WHERE thread_id = ? AND checkpoint_ns = ? AND checkpoint_id = ?",
+                         ('{"source": "loop", "note": "a\\u0000b", "k\\u0000": 1}', *key))
+        conn.commit()
+    plan = preflight.preflight(str(path), pg_dsn, repair_nul=True)
+    assert plan["rejected"]["count"] == 0 and plan["repaired"]["checkpoints"] == 2
+    folder = tmp_path / "run"
+    run = migrate(path, pg_dsn, folder, repair_nul=True)
+    assert sum(t["rejected"] for t in run["totals"]) == 0 and run["settled"]["threads"] == 0
+    with closing(psycopg.connect(pg_dsn)) as conn:
+        repairs = conn.execute("SELECT row_key, repair FROM checkpoint_ops_migration_repairs ORDER BY 1").fetchall()
+        meta = conn.execute("SELECT metadata FROM checkpoints WHERE thread_id = %s AND checkpoint_ns = %s "
+                            "AND checkpoint_id = %s", ids[0]).fetchone()[0]
+    assert len(repairs) == 2 and all("2 metadata strings" in r[1] for r in repairs)
+    assert meta["note"] == "a\ufffdb" and meta["k\ufffd"] == 1
+    assert verify_full(folder, pg_dsn, repair_nul=True)["ok"]
+    assert not verify_full(folder, pg_dsn)["ok"], "without the repair rule the repaired rows differ"
 
 
 def test_on_reject_fail_stops_before_writing(source, pg_dsn, tmp_path):

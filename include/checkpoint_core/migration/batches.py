@@ -47,6 +47,8 @@ class Manifest:
     schema_version: int
     batches: list[BatchInfo] = field(default_factory=list)
     format_version: int = FORMAT_VERSION
+    # The opt-in repair, fixed at export so import, verify and catch-up all apply the same rule.
+    repair_nul: bool = False
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1, sort_keys=True)

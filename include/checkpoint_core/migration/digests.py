@@ -42,7 +42,8 @@ def _sha(blob) -> str | None:
 Digests = dict[str, dict[tuple, object]]
 
 
-def source_digests(conn: sqlite3.Connection, thread_ids: list[str], *, batch_size: int = 2000) -> tuple[Digests, int, dict]:
+def source_digests(conn: sqlite3.Connection, thread_ids: list[str], *, batch_size: int = 2000,
+                   repair_nul: bool = False) -> tuple[Digests, int, dict]:
     """Digests of what the target should hold for ``thread_ids``, the rejected-row count, and how
     many checkpoints reference each blob (a blob is expected while one of them is).
 
@@ -56,7 +57,7 @@ def source_digests(conn: sqlite3.Connection, thread_ids: list[str], *, batch_siz
     for rows in iter_batches(conn, "checkpoints", batch_size, thread_ids=thread_ids):
         for row in rows:
             try:
-                document, blobs, meta = split_checkpoint(*row)
+                document, blobs, meta, _ = split_checkpoint(*row, repair_nul=repair_nul)
             except Rejected:
                 rejected += 1
                 continue
@@ -77,12 +78,13 @@ def source_digests(conn: sqlite3.Connection, thread_ids: list[str], *, batch_siz
     return out, rejected, refs
 
 
-def settle_disagreements(conn: sqlite3.Connection, want: Digests, have: Digests, refs: dict) -> int:
+def settle_disagreements(conn: sqlite3.Connection, want: Digests, have: Digests, refs: dict, *,
+                         repair_nul: bool = False) -> int:
     """Recompute, by the exact path, every checkpoint where the fast digest and the target
     disagree; forget those PostgreSQL refused (and their blobs). Returns how many it refused."""
     suspects = [k for k, d in want["checkpoints"].items() if have["checkpoints"].get(k) != d]
     refused = 0
-    for key, exact in exact_checkpoint_digests(conn, suspects).items():
+    for key, exact in exact_checkpoint_digests(conn, suspects, repair_nul=repair_nul).items():
         if exact is None:  # refused by PostgreSQL: rightly absent
             drop_checkpoint(want, refs, key)
             refused += 1
@@ -103,7 +105,8 @@ def drop_checkpoint(want: Digests, refs: dict, key: tuple) -> None:
                 del want["blobs"][blob_key]
 
 
-def exact_checkpoint_digests(conn: sqlite3.Connection, keys: list[tuple]) -> dict[tuple, tuple | None]:
+def exact_checkpoint_digests(conn: sqlite3.Connection, keys: list[tuple], *,
+                             repair_nul: bool = False) -> dict[tuple, tuple | None]:
     """The digest of each checkpoint as it was actually imported (None: PostgreSQL refuses it)."""
     out: dict[tuple, tuple | None] = {}
     for key in keys:
@@ -112,7 +115,7 @@ def exact_checkpoint_digests(conn: sqlite3.Connection, keys: list[tuple]) -> dic
             "FROM checkpoints WHERE thread_id = ? AND checkpoint_ns = ? AND checkpoint_id = ?", key
         ).fetchone()
         try:
-            cp = transcode_checkpoint(*row)
+            cp = transcode_checkpoint(*row, repair_nul=repair_nul)
         except Rejected:
             out[key] = None
             continue

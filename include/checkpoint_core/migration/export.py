@@ -50,21 +50,22 @@ def local_snapshot(folder: Any, workdir: Path) -> Path:
 
 
 def export_batches(snapshot_path: Path, folder: Any, snapshot_info: dict, *, batch_size: int, include_store: bool,
-                   progress: Callable[[int], None] | None = None) -> Manifest:
+                   repair_nul: bool = False, progress: Callable[[int], None] | None = None) -> Manifest:
     """Write the snapshot's rows as batch files plus a manifest, in primary-key order.
 
     Re-running it writes the same bytes (the snapshot does not change), so a retry simply
     converges; an existing complete manifest for the same snapshot is returned as it is.
     """
     existing = read_manifest(folder)
-    if existing and existing.snapshot_sha256 == snapshot_info["sha256"] and existing.batch_size == batch_size:
+    if existing and existing.snapshot_sha256 == snapshot_info["sha256"] and existing.batch_size == batch_size \
+            and existing.repair_nul == repair_nul:
         return existing
     batches_dir = folder / "batches"
     batches_dir.mkdir(parents=True, exist_ok=True)
     manifest = Manifest(
         migration_id=snapshot_info["migration_id"], source=snapshot_info["source"], snapshot_sha256=snapshot_info["sha256"],
         watermarks=snapshot_info["watermarks"], counts=snapshot_info["counts"], batch_size=batch_size,
-        schema_version=snapshot_info["schema_version"],
+        schema_version=snapshot_info["schema_version"], repair_nul=repair_nul,
     )
     tables = [t for t in TABLES if include_store or t != "store"]
     with open_sqlite_readonly(snapshot_path) as conn:

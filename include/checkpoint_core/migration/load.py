@@ -17,8 +17,8 @@ from include.checkpoint_core.migration.source import (
     source_tables,
     thread_ids,
 )
+from include.checkpoint_core.migration.rejects import rejected_thread_reasons, settle_rejected_threads
 from include.checkpoint_core.migration.target import (
-    RECORD_REJECT_SQL,
     BatchResult,
     ensure_bookkeeping,
     imported_batches,
@@ -27,6 +27,7 @@ from include.checkpoint_core.migration.target import (
     transcode_rows,
     load_prepared,
     prepare_batch,
+    record_rejects_and_repairs,
 )
 from include.checkpoint_core.migration.transcode import Rejected
 from include.checkpoint_core.postgres_store import connect_postgres
@@ -65,7 +66,8 @@ def import_group(
 
         def prepare(info: BatchInfo):
             rows = read_batch(folder / "batches", info)
-            return prepare_batch(info.table, info.number, info.sha256, rows, fail_on_reject=fail_on_reject)
+            return prepare_batch(info.table, info.number, info.sha256, rows, fail_on_reject=fail_on_reject,
+                                 repair_nul=manifest.repair_nul)
 
         # Read and transcode the next batch while PostgreSQL loads this one: the two halves use
         # different cores, and at most two prepared batches are held in memory.
@@ -95,24 +97,31 @@ THREAD_COUNTS_SQL = {
 class _CatchUp:
     """One catch-up run: upserts rows and keeps the tallies, rejects recorded in the target."""
 
-    def __init__(self, pg, migration_id: str, tables: list[str], fail_on_reject: bool) -> None:
-        self.pg, self.migration_id, self.fail_on_reject = pg, migration_id, fail_on_reject
+    def __init__(self, pg, migration_id: str, tables: list[str], fail_on_reject: bool, repair_nul: bool) -> None:
+        self.pg, self.migration_id, self.fail_on_reject, self.repair_nul = pg, migration_id, fail_on_reject, repair_nul
         self.totals = {t: {"read": 0, "imported": 0, "rejected": 0} for t in tables}
+        self.rejected_threads = set(rejected_thread_reasons(pg, migration_id))
 
     def upsert(self, table: str, rows: list, *, new_rows: bool = True) -> int:
-        """Upsert ``rows``; ``new_rows=False`` marks a reconciliation pass over rows already seen."""
-        staged, bad = transcode_rows(table, rows)
-        if bad and self.fail_on_reject:
-            raise Rejected(f"catch-up {table}: row {bad[0][0]}: {bad[0][1]}")
+        """Upsert ``rows``; ``new_rows=False`` marks a reconciliation pass over rows already seen.
+
+        Rows of a thread already rejected are left out: the thread stays whole in the source only."""
+        read = len(rows)
+        if table != "store" and self.rejected_threads:
+            rows = [r for r in rows if r[0] not in self.rejected_threads]
+        done = transcode_rows(table, rows, repair_nul=self.repair_nul)
+        if done.rejects and self.fail_on_reject:
+            raise Rejected(f"catch-up {table}: row {done.rejects[0][0]}: {done.rejects[0][1]}")
         with self.pg.transaction():
-            imported, _ = load_rows(self.pg, table, staged, "upsert")
-            with self.pg.cursor() as cur:
-                cur.executemany(RECORD_REJECT_SQL, [(self.migration_id, table, -1, k, r) for k, r in bad])
+            imported, _ = load_rows(self.pg, table, done.staged, "upsert")
+            record_rejects_and_repairs(self.pg, self.migration_id, table, -1, done.rejects, done.repairs)
+        if table != "store":
+            self.rejected_threads.update(json.loads(k)[0] for k, _ in done.rejects)
         tally = self.totals[table]
-        tally["read"] += len(rows) if new_rows else 0
+        tally["read"] += read if new_rows else 0
         tally["imported"] += imported
-        tally["rejected"] += len(bad)
-        return len(rows)
+        tally["rejected"] += len(done.rejects)
+        return read
 
 
 def _rowid_batches(src, table: str, low: int, high: int, batch_size: int):
@@ -135,19 +144,14 @@ def _reconcile_threads(src, cu: _CatchUp, batch_size: int, log) -> dict:
     never updates a row in place, so a thread with the same counts on both sides is complete.
     """
     threads = thread_ids(src)
-    refused: dict[tuple[str, str], int] = {}  # rows PostgreSQL refused are rightly absent
-    for r in cu.pg.execute("SELECT table_name, row_key FROM checkpoint_ops_migration_rejects WHERE migration_id = %s",
-                           (cu.migration_id,)).fetchall():
-        key = (json.loads(r["row_key"])[0], r["table_name"])
-        refused[key] = refused.get(key, 0) + 1
     stale, shrunk = set(), set()
+    threads = [t for t in threads if t not in cu.rejected_threads]  # absent from the target on purpose
     for chunk in chunks(threads, 500):
         marks = ", ".join("?" * len(chunk))
         for table in ("checkpoints", "writes"):
             source = dict(src.execute(f"SELECT thread_id, COUNT(*) FROM {table} WHERE thread_id IN ({marks}) GROUP BY 1", chunk))
             target = {r["thread_id"]: r["n"] for r in cu.pg.execute(THREAD_COUNTS_SQL[table], (chunk,))}
             for tid, n in source.items():
-                n -= refused.get((tid, table), 0)
                 if n > target.get(tid, 0):
                     stale.add(tid)
                 elif n < target.get(tid, 0):
@@ -179,7 +183,7 @@ def catch_up(
     with closing(connect_postgres(target_dsn)) as pg, open_sqlite_readonly(source_path) as src:
         ensure_bookkeeping(pg)
         prepare_session(pg)
-        cu = _CatchUp(pg, manifest.migration_id, tables, fail_on_reject)
+        cu = _CatchUp(pg, manifest.migration_id, tables, fail_on_reject, manifest.repair_nul)
         marks = dict(manifest.watermarks)
         for r in pg.execute("SELECT table_name, watermark FROM checkpoint_ops_migration_catchup WHERE migration_id = %s",
                             (manifest.migration_id,)).fetchall():
@@ -202,8 +206,10 @@ def catch_up(
         if "store" in tables and "store" in source_tables(src):
             for rows in iter_batches(src, "store", batch_size):
                 cu.upsert("store", rows, new_rows=False)  # unchanged items are skipped by the upsert's WHERE
+        settled = settle_rejected_threads(pg, src, manifest.migration_id, log=log)
     converged = moved == 0
     if not converged:
         log(f"the app is still writing: {moved} rows arrived in the last of {max_rounds} rounds; "
             "stop it (or run catch_up again) before cutting over")
-    return {"rounds": rounds, "tables": cu.totals, "watermarks": marks, "converged": converged, **reconciled}
+    return {"rounds": rounds, "tables": cu.totals, "watermarks": marks, "converged": converged, **reconciled,
+            "rejected_threads": settled["threads"]}

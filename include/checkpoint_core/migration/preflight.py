@@ -35,7 +35,7 @@ class RowsRejected(CheckpointStoreError):
     hint = "Set on_reject to 'reject' to migrate everything else and get these rows in the report, or fix them in the source."
 
 
-def scan_rejects(conn: sqlite3.Connection, *, include_store: bool, limit: int = 50) -> dict:
+def scan_rejects(conn: sqlite3.Connection, *, include_store: bool, repair_nul: bool = False, limit: int = 50) -> dict:
     """Transcode every source row (read-only) to find what PostgreSQL cannot hold.
 
     Also finds channel versions one thread uses for two different values (possible in forks
@@ -43,7 +43,8 @@ def scan_rejects(conn: sqlite3.Connection, *, include_store: bool, limit: int = 
     (thread, namespace, channel, version), so it can keep only one of them.
     """
     examples: list[dict] = []
-    total = rows_seen = 0
+    total = rows_seen = repaired = 0
+    threads_hit: set[str] = set()
     collisions: list[list] = []
     collision_count = 0
     started = time.monotonic()
@@ -59,12 +60,15 @@ def scan_rejects(conn: sqlite3.Connection, *, include_store: bool, limit: int = 
                     if table != "checkpoints":
                         fn[table](row)
                         continue
-                    cp = transcode_checkpoint(*row)
+                    cp = transcode_checkpoint(*row, repair_nul=repair_nul)
                 except Rejected as exc:
                     total += 1
+                    if table != "store":
+                        threads_hit.add(row[0])
                     if len(examples) < limit:
                         examples.append({"table": table, "key": row_key(table, row), "reason": exc.reason})
                     continue
+                repaired += cp.repaired is not None
                 if cp.thread_id != thread:  # rows come in primary-key order: one thread at a time
                     thread, seen = cp.thread_id, {}
                 for channel, version, type_, data in cp.blobs:
@@ -73,7 +77,7 @@ def scan_rejects(conn: sqlite3.Connection, *, include_store: bool, limit: int = 
                         collision_count += 1
                         if len(collisions) < limit:
                             collisions.append([cp.thread_id, cp.checkpoint_ns, channel, version])
-    return {"examples": examples, "count": total, "rows_per_s": rows_seen / max(time.monotonic() - started, 1e-6),
+    return {"examples": examples, "count": total, "threads": len(threads_hit), "repaired": repaired, "rows_per_s": rows_seen / max(time.monotonic() - started, 1e-6),
             "version_collisions": {"count": collision_count, "examples": collisions}}
 
 
@@ -103,14 +107,14 @@ def find_conflicts(src: sqlite3.Connection, target_dsn: str, *, limit: int = 20)
 
 
 def preflight(source_path: str, target_dsn: str, *, include_store: bool = True, on_reject: str = "reject",
-              check_integrity: bool = True) -> dict:
+              repair_nul: bool = False, check_integrity: bool = True) -> dict:
     """Everything a run needs to know before it writes; raises on what must stop it."""
     schema, counts = inspect_source(source_path, check_integrity=check_integrity)
     with closing(connect_postgres(target_dsn)) as pg:
         versions = schema_versions(pg)
         server = pg.execute("SHOW server_version").fetchone()["server_version"]
     with open_sqlite_readonly(source_path) as src:
-        scan = scan_rejects(src, include_store=include_store)
+        scan = scan_rejects(src, include_store=include_store, repair_nul=repair_nul)
         rejects, rejected, scan_rate = scan["examples"], scan["count"], scan["rows_per_s"]
         conflicts, overlapping = find_conflicts(src, target_dsn)
         payload = src.execute("SELECT COALESCE(SUM(LENGTH(checkpoint)), 0) FROM checkpoints").fetchone()[0]
@@ -128,7 +132,9 @@ def preflight(source_path: str, target_dsn: str, *, include_store: bool = True, 
         "target": {"database": describe_dsn(target_dsn), "server_version": server, "schema_versions": versions,
                    "needs_setup": versions["checkpoints"] is None or (include_store and versions["store"] is None),
                    "overlapping_rows": overlapping},
-        "rejected": {"count": rejected, "examples": rejects},
+        # Every row of a thread with a refused row is rejected with it (rejects.py).
+        "rejected": {"count": rejected, "threads": scan["threads"], "examples": rejects},
+        "repaired": {"checkpoints": scan["repaired"], "repair_nul": repair_nul},
         "version_collisions": scan["version_collisions"],
         "estimate_s": {"import": round(rows / (IMPORT_ROWS_PER_S * speed), 1),
                        "verify_full": round(rows / (VERIFY_ROWS_PER_S * speed), 1)},

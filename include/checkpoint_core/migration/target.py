@@ -44,6 +44,25 @@ BOOKKEEPING_DDL = (
     )""",
     """CREATE UNIQUE INDEX IF NOT EXISTS checkpoint_ops_migration_rejects_row
         ON checkpoint_ops_migration_rejects (migration_id, table_name, row_key)""",
+    # What the opt-in repair changed, row by row.
+    """CREATE TABLE IF NOT EXISTS checkpoint_ops_migration_repairs (
+        migration_id text NOT NULL,
+        table_name text NOT NULL,
+        row_key text NOT NULL,
+        repair text NOT NULL,
+        PRIMARY KEY (migration_id, table_name, row_key)
+    )""",
+    # A thread with a rejected row is taken out of the target whole (rejects.py).
+    """CREATE TABLE IF NOT EXISTS checkpoint_ops_migration_rejected_threads (
+        migration_id text NOT NULL,
+        thread_id text NOT NULL,
+        reason text NOT NULL,
+        checkpoints integer NOT NULL,
+        writes integer NOT NULL,
+        removed_rows integer NOT NULL,
+        settled_at timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY (migration_id, thread_id)
+    )""",
     """CREATE TABLE IF NOT EXISTS checkpoint_ops_migration_catchup (
         migration_id text NOT NULL,
         table_name text NOT NULL,
@@ -81,6 +100,11 @@ FINISH_BATCH_SQL = """
     UPDATE checkpoint_ops_migration_batches
     SET rows_read = %s, rows_imported = %s, rows_rejected = %s, seconds = %s, imported_at = now()
     WHERE migration_id = %s AND table_name = %s AND batch_no = %s
+"""
+RECORD_REPAIR_SQL = """
+    INSERT INTO checkpoint_ops_migration_repairs (migration_id, table_name, row_key, repair)
+    VALUES (%s, %s, %s, %s)
+    ON CONFLICT (migration_id, table_name, row_key) DO NOTHING
 """
 RECORD_REJECT_SQL = """
     INSERT INTO checkpoint_ops_migration_rejects (migration_id, table_name, batch_no, row_key, reason)
@@ -163,6 +187,7 @@ class BatchResult:
     blobs: int = 0
     skipped: bool = False  # already imported by an earlier attempt
     rejects: list[tuple[str, str]] = field(default_factory=list)  # (row key, reason)
+    repairs: list[tuple[str, str]] = field(default_factory=list)  # (row key, what changed)
 
 
 BOOKKEEPING_LOCK = 0x63_6B_70_74_62_6B  # parallel import tasks must not race on CREATE TABLE
@@ -192,14 +217,26 @@ def row_key(table: str, row) -> str:
     return json.dumps(key, ensure_ascii=True, default=repr)
 
 
-def transcode_rows(table: str, rows) -> tuple[dict[str, list[tuple]], list[tuple[str, str]]]:
+@dataclass
+class Transcoded:
+    """A batch's rows as staging rows per staging table, with the rows refused and repaired."""
+
+    staged: dict[str, list[tuple]]
+    rejects: list[tuple[str, str]]  # (row key, reason)
+    repairs: list[tuple[str, str]]  # (row key, what the repair changed)
+
+
+def transcode_rows(table: str, rows, *, repair_nul: bool = False) -> Transcoded:
     """Source rows -> staging rows per staging table, plus (key, reason) for rejected rows."""
     out: dict[str, list[tuple]] = {"checkpoints": [], "blobs": [], "writes": [], "store": []}
     rejects: list[tuple[str, str]] = []
+    repairs: list[tuple[str, str]] = []
     for row in rows:
         try:
             if table == "checkpoints":
-                cp = transcode_checkpoint(*row)
+                cp = transcode_checkpoint(*row, repair_nul=repair_nul)
+                if cp.repaired:
+                    repairs.append((row_key(table, row), cp.repaired))
                 out["checkpoints"].append(
                     (cp.thread_id, cp.checkpoint_ns, cp.checkpoint_id, cp.parent_checkpoint_id, cp.checkpoint_json, cp.metadata_json)
                 )
@@ -211,7 +248,7 @@ def transcode_rows(table: str, rows) -> tuple[dict[str, list[tuple]], list[tuple
                     ("prefix", "key", "value", "created_at", "updated_at", "expires_at", "ttl_minutes"), row))))
         except Rejected as exc:
             rejects.append((row_key(table, row), exc.reason))
-    return out, rejects
+    return Transcoded(out, rejects, repairs)
 
 
 def _copy(cur: psycopg.Cursor, sql: str, staging: str, rows: list[tuple]) -> None:
@@ -260,16 +297,19 @@ class PreparedBatch:
     read: int
     staged: dict[str, list[tuple]]
     rejects: list[tuple[str, str]]
+    repairs: list[tuple[str, str]]
     seconds: float
 
 
-def prepare_batch(table: str, number: int, sha256: str, rows: list, *, fail_on_reject: bool) -> PreparedBatch:
+def prepare_batch(table: str, number: int, sha256: str, rows: list, *, fail_on_reject: bool,
+                  repair_nul: bool = False) -> PreparedBatch:
     started = time.perf_counter()
-    staged, rejects = transcode_rows(table, rows)
-    if rejects and fail_on_reject:
-        key, reason = rejects[0]
-        raise Rejected(f"{table} batch {number}: row {key}: {reason} ({len(rejects)} such rows in this batch)")
-    return PreparedBatch(table, number, sha256, len(rows), staged, rejects, time.perf_counter() - started)
+    done = transcode_rows(table, rows, repair_nul=repair_nul)
+    if done.rejects and fail_on_reject:
+        key, reason = done.rejects[0]
+        raise Rejected(f"{table} batch {number}: row {key}: {reason} ({len(done.rejects)} such rows in this batch)")
+    return PreparedBatch(table, number, sha256, len(rows), done.staged, done.rejects, done.repairs,
+                         time.perf_counter() - started)
 
 
 def load_prepared(conn: psycopg.Connection, migration_id: str, batch: PreparedBatch) -> BatchResult:
@@ -290,13 +330,22 @@ def load_prepared(conn: psycopg.Connection, migration_id: str, batch: PreparedBa
             result.skipped = True
             return result
         result.imported, result.blobs = load_rows(conn, table, batch.staged, "insert")
-        with conn.cursor() as cur:
-            cur.executemany(RECORD_REJECT_SQL, [(migration_id, table, number, k, r) for k, r in batch.rejects])
+        record_rejects_and_repairs(conn, migration_id, table, number, batch.rejects, batch.repairs)
         result.rejected = len(batch.rejects)
-        result.rejects = batch.rejects
+        result.rejects, result.repairs = batch.rejects, batch.repairs
         seconds = batch.seconds + time.perf_counter() - started
         conn.execute(FINISH_BATCH_SQL, (batch.read, result.imported, result.rejected, seconds, migration_id, table, number))
     return result
+
+
+def record_rejects_and_repairs(conn: psycopg.Connection, migration_id: str, table: str, number: int,
+                               rejects: list[tuple[str, str]], repairs: list[tuple[str, str]]) -> None:
+    """Inside the caller's transaction, so a batch and its bookkeeping commit together."""
+    with conn.cursor() as cur:
+        if rejects:
+            cur.executemany(RECORD_REJECT_SQL, [(migration_id, table, number, k, r) for k, r in rejects])
+        if repairs:
+            cur.executemany(RECORD_REPAIR_SQL, [(migration_id, table, k, r) for k, r in repairs])
 
 
 def imported_batches(conn: psycopg.Connection, migration_id: str) -> dict[tuple[str, int], dict]:
@@ -312,5 +361,13 @@ def rejects_for(conn: psycopg.Connection, migration_id: str) -> list[dict]:
     return conn.execute(
         "SELECT table_name, batch_no, row_key, reason FROM checkpoint_ops_migration_rejects "
         "WHERE migration_id = %s ORDER BY table_name, batch_no, row_key",
+        (migration_id,),
+    ).fetchall()
+
+
+def repairs_for(conn: psycopg.Connection, migration_id: str) -> list[dict]:
+    return conn.execute(
+        "SELECT table_name, row_key, repair FROM checkpoint_ops_migration_repairs "
+        "WHERE migration_id = %s ORDER BY table_name, row_key",
         (migration_id,),
     ).fetchall()

@@ -10,7 +10,9 @@ exactly what PostgresSaver's serializer would have produced for it.
 
 Values PostgreSQL cannot hold inline (a string with NUL, NaN/Infinity) stay faithful as blob
 rows, which the saver merges over inline values. What cannot be stored at all (NUL inside
-metadata or ids) raises ``Rejected`` with the reason, for the caller to report.
+metadata or ids) raises ``Rejected`` with the reason, for the caller to report, unless the
+caller asked for the one repair that has an obvious answer (``repair_nul``: NUL in a metadata
+string becomes U+FFFD, the Unicode replacement character, in keys and values alike).
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ class PgCheckpoint:
     checkpoint_json: str  # the JSONB document, already serialised
     metadata_json: str
     blobs: tuple[tuple[str, str, str, bytes], ...]  # (channel, version, type, bytes)
+    repaired: str | None = None  # what ``repair_nul`` changed in this row, in words
 
 
 class RawExt:
@@ -187,6 +190,28 @@ def parse_metadata(raw: Any) -> dict:
     return value
 
 
+REPLACEMENT = "\ufffd"
+
+
+def replace_nul(value: Any) -> tuple[Any, int]:
+    """``value`` with every NUL in its strings (dict keys included) replaced by U+FFFD, and how
+    many strings changed. The same rule for every row, so verify can apply it too."""
+    if isinstance(value, str):
+        return (value.replace("\x00", REPLACEMENT), 1) if "\x00" in value else (value, 0)
+    if isinstance(value, dict):
+        out, n = {}, 0
+        for k, v in value.items():
+            k2, a = replace_nul(k)
+            v2, b = replace_nul(v)
+            out[k2] = v2
+            n += a + b
+        return out, n
+    if isinstance(value, list):
+        items = [replace_nul(v) for v in value]
+        return [v for v, _ in items], sum(n for _, n in items)
+    return value, 0
+
+
 def _reject_constant(name: str):
     raise Rejected(f"metadata holds {name}, which JSONB cannot store")
 
@@ -233,8 +258,11 @@ def split_checkpoint(
     type_: str | None,
     blob: bytes,
     metadata: Any,
-) -> tuple[dict, tuple[tuple[str, str, str, bytes], ...], dict]:
-    """The JSONB document (as Python data), its blob rows and the metadata of one checkpoint row.
+    *,
+    repair_nul: bool = False,
+) -> tuple[dict, tuple[tuple[str, str, str, bytes], ...], dict, int]:
+    """The JSONB document (as Python data), its blob rows, the metadata of one checkpoint row and
+    how many metadata strings ``repair_nul`` changed.
 
     Rejects what cannot be split; JSONB's own limits are checked when the document is
     serialised (``transcode_checkpoint``).
@@ -267,13 +295,16 @@ def split_checkpoint(
         document["pending_sends"] = []
     meta = parse_metadata(metadata)
     meta.pop("writes", None)  # PostgresSaver drops it too (get_serializable_checkpoint_metadata)
-    return document, tuple(blobs), meta
+    repaired = 0
+    if repair_nul:
+        meta, repaired = replace_nul(meta)
+    return document, tuple(blobs), meta, repaired
 
 
-def transcode_checkpoint(*row: Any) -> PgCheckpoint:
+def transcode_checkpoint(*row: Any, repair_nul: bool = False) -> PgCheckpoint:
     """One SqliteSaver ``checkpoints`` row (the columns ``split_checkpoint`` takes, in order) as
     PostgresSaver would have stored it."""
-    document, blobs, meta = split_checkpoint(*row)
+    document, blobs, meta, repaired = split_checkpoint(*row, repair_nul=repair_nul)
     thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id = row[:4]
     return PgCheckpoint(
         thread_id=thread_id,
@@ -283,6 +314,7 @@ def transcode_checkpoint(*row: Any) -> PgCheckpoint:
         checkpoint_json=_json_for_pg(document, "checkpoint"),
         metadata_json=_json_for_pg(meta, "metadata"),
         blobs=blobs,
+        repaired=f"replaced NUL with U+FFFD in {repaired} metadata strings" if repaired else None,
     )
 
 

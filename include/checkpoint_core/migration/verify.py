@@ -11,8 +11,9 @@ from typing import Callable
 
 from include.checkpoint_core.migration import digests
 from include.checkpoint_core.migration.source import source_tables, thread_ids
+from include.checkpoint_core.migration.transcode import replace_nul
 from include.checkpoint_core.postgres_store import connect_postgres
-from include.checkpoint_core.sqlite_store import open_sqlite_readonly
+from include.checkpoint_core.sqlite_store import open_sqlite_readonly, readonly_saver
 
 SEMANTIC_CHECKPOINTS_PER_THREAD = 25
 
@@ -50,28 +51,26 @@ def _differs(lite, post) -> str | None:
     return None
 
 
-def semantic_check(snapshot: Path, target_dsn: str, threads: list[str], *, skip: set[tuple] = frozenset(),
+def semantic_check(snapshot: Path, target_dsn: str, threads: list[str], *, repair_nul: bool = False,
                    per_thread: int = SEMANTIC_CHECKPOINTS_PER_THREAD) -> list[dict]:
     """CheckpointTuples through both savers must be deep-equal (values decoded, so sets
     compare as sets). Reads each checkpoint by id: PostgresSaver.list() is quadratic on long
-    threads. ``skip`` holds (thread, ns, checkpoint id) keys whose rows were rejected."""
+    threads. With ``repair_nul`` the source's metadata is repaired as the import repaired it."""
     from langgraph.checkpoint.postgres import PostgresSaver
-    from langgraph.checkpoint.sqlite import SqliteSaver
 
     problems: list[dict] = []
     with open_sqlite_readonly(snapshot) as conn, closing(connect_postgres(target_dsn)) as pg:
-        lite, post = SqliteSaver(conn), PostgresSaver(pg)
-        lite.is_setup = True  # read-only snapshot: SqliteSaver.setup() would try to write
+        lite, post = readonly_saver(conn), PostgresSaver(pg)
         for tid in threads:
             keys = conn.execute(
                 "SELECT checkpoint_ns, checkpoint_id FROM checkpoints WHERE thread_id = ? ORDER BY checkpoint_id DESC LIMIT ?",
                 (tid, per_thread),
             ).fetchall()
             for ns, cid in keys:
-                if (tid, ns, cid) in skip:
-                    continue
                 config = {"configurable": {"thread_id": tid, "checkpoint_ns": ns, "checkpoint_id": cid}}
                 a, b = lite.get_tuple(config), post.get_tuple(config)
+                if repair_nul and a is not None:
+                    a = a._replace(metadata=replace_nul(a.metadata)[0])
                 problem = "missing in target" if b is None else _differs(a, b)
                 if problem:
                     problems.append({"thread_id": tid, "checkpoint_ns": ns, "checkpoint_id": cid,
@@ -80,19 +79,19 @@ def semantic_check(snapshot: Path, target_dsn: str, threads: list[str], *, skip:
 
 
 def verify(snapshot: Path, target_dsn: str, *, mode: str = "sample", sample_threads: int = 10, seed: str = "",
-           rejected: dict[str, int] | None = None, rejected_keys: set[tuple] = frozenset(), allow_extra: bool = False,
-           include_store: bool = False,
+           rejected_threads: set[str] = frozenset(), repair_nul: bool = False,
+           allow_extra: bool = False, include_store: bool = False,
            chunk_threads: int = 200, progress: Callable[[int], None] | None = None) -> dict:
     """Compare snapshot and target. ``mode`` is "sample" (N threads) or "full" (every thread).
 
-    ``rejected`` is the import's count of rejected rows per source table, and
-    ``rejected_keys`` the checkpoints involved: those are expected to be absent. Everything else
-    must match exactly, per table, per thread and per row. ``allow_extra`` accepts rows only
+    ``rejected_threads`` were rejected whole: none of their rows may be in the target, and
+    they are counted apart. Everything else must match exactly, per table, per thread and per
+    row (store items PostgreSQL refused aside). ``allow_extra`` accepts rows only
     the target has (once catch-up has copied what the app wrote after the snapshot).
     """
-    rejected = rejected or {}
+    rejected_threads = set(rejected_threads)
     with open_sqlite_readonly(snapshot) as src, closing(connect_postgres(target_dsn)) as pg:
-        all_threads = thread_ids(src)
+        all_threads = [t for t in thread_ids(src) if t not in rejected_threads]
         if mode == "full":
             checked = all_threads
         else:
@@ -109,9 +108,10 @@ def verify(snapshot: Path, target_dsn: str, *, mode: str = "sample", sample_thre
             for i, chunk in enumerate(chunk_list):
                 if pending is None:
                     pending = pool.submit(digests.target_digests, pg, chunk)
-                want, chunk_rejected, refs = digests.source_digests(src, chunk)
+                want, chunk_rejected, refs = digests.source_digests(src, chunk, repair_nul=repair_nul)
                 have = pending.result()
-                source_rejected += chunk_rejected + digests.settle_disagreements(src, want, have, refs)
+                source_rejected += chunk_rejected + digests.settle_disagreements(src, want, have, refs,
+                                                                                 repair_nul=repair_nul)
                 pending = pool.submit(digests.target_digests, pg, chunk_list[i + 1]) if i + 1 < len(chunk_list) else None
                 for table, res in digests.compare(want, have).items():
                     agg = totals.setdefault(table, {"expected": 0, "found": 0, "missing": 0, "different": 0, "extra": 0,
@@ -128,28 +128,36 @@ def verify(snapshot: Path, target_dsn: str, *, mode: str = "sample", sample_thre
                 if progress:
                     progress(sum(len(v) for v in want.values()))
         store = digests.store_digests(src, pg) if include_store and "store" in source_tables(src) else None
-        table_counts = {
-            "checkpoints": (src.execute("SELECT COUNT(*) FROM checkpoints").fetchone()[0],
-                            pg.execute("SELECT COUNT(*) AS n FROM checkpoints WHERE thread_id = ANY(%s)", (all_threads,)).fetchone()["n"]),
-            "writes": (src.execute("SELECT COUNT(*) FROM writes").fetchone()[0],
-                       pg.execute("SELECT COUNT(*) AS n FROM checkpoint_writes WHERE thread_id = ANY(%s)", (all_threads,)).fetchone()["n"]),
-        }
+        table_counts, left_behind = {}, {}
+        rejected_list = sorted(rejected_threads)
+        for table, pg_table in (("checkpoints", "checkpoints"), ("writes", "checkpoint_writes")):
+            in_rejected = sum(src.execute(f"SELECT COUNT(*) FROM {table} WHERE thread_id IN ({', '.join('?' * len(part))})",
+                                          part).fetchone()[0] for part in digests.chunks(rejected_list, 500))
+            total = src.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+            target = pg.execute(f"SELECT COUNT(*) AS n FROM {pg_table} WHERE thread_id = ANY(%s)", (all_threads,)).fetchone()["n"]
+            table_counts[table] = {"source": total, "in_rejected_threads": in_rejected, "target": target}
+            left_behind[table] = pg.execute(f"SELECT COUNT(*) AS n FROM {pg_table} WHERE thread_id = ANY(%s)",
+                                            (rejected_list,)).fetchone()["n"] if rejected_list else 0
     rng = random.Random(seed + "semantic")
     semantic_threads = sorted(rng.sample(checked, min(sample_threads, len(checked))))
-    semantic = semantic_check(snapshot, target_dsn, semantic_threads, skip=rejected_keys)
-    counts_ok = all((tgt_n >= src_n - rejected.get(table, 0)) if allow_extra else (src_n - rejected.get(table, 0) == tgt_n)
-                    for table, (src_n, tgt_n) in table_counts.items())
+    semantic = semantic_check(snapshot, target_dsn, semantic_threads, repair_nul=repair_nul)
+    counts_ok = all((c["target"] >= c["source"] - c["in_rejected_threads"]) if allow_extra
+                    else (c["source"] - c["in_rejected_threads"] == c["target"]) for c in table_counts.values())
+    # Rows of a rejected thread found in the target are the half-copied thread this must never leave.
+    rejected_ok = not any(left_behind.values())
     content_ok = all(t["missing"] == 0 and t["different"] == 0 and (allow_extra or t["extra"] == 0) for t in totals.values())
     if allow_extra:
         thread_count_mismatch = [m for m in thread_count_mismatch if m["target"] < m["source"]]
     store_ok = store is None or (store["missing"] == 0 and store["different"] == 0)
     return {
-        "ok": counts_ok and content_ok and store_ok and not thread_count_mismatch and not semantic,
+        "ok": counts_ok and content_ok and store_ok and rejected_ok and not thread_count_mismatch and not semantic,
         "store": store,
         "mode": mode,
         "threads_checked": len(checked),
         "threads_total": len(all_threads),
-        "table_counts": {k: {"source": v[0], "rejected": rejected.get(k, 0), "target": v[1]} for k, v in table_counts.items()},
+        "table_counts": table_counts,
+        "rejected_threads": {"count": len(rejected_threads), "examples": rejected_list[:20],
+                             "rows_left_in_target": left_behind},
         "per_thread_mismatches": thread_count_mismatch,
         "content": totals,
         "semantic": {"threads": len(semantic_threads), "problems": semantic[:20]},

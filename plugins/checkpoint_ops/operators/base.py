@@ -8,6 +8,7 @@ as one readable block, and never holds a credential.
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from typing import Any
 
@@ -41,6 +42,14 @@ class CheckpointOpsOperator(BaseOperator):
                 raise
             # A wrong path or password will not fix itself: fail now instead of retrying.
             raise AirflowFailException(str(exc)) from exc
+        except sqlite3.OperationalError as exc:
+            if not str(exc).startswith(("no such column", "no such table")):
+                raise
+            # A layout this reader does not handle is not transient: retrying reads the same file.
+            raise AirflowFailException(
+                f"{self.task_id} cannot read this checkpoint file's layout ({exc}); a retry would fail the same "
+                "way. Report it with the file's `sqlite3 FILE .schema`."
+            ) from exc
         summary = {**summary, "duration_s": round(time.monotonic() - started, 3)}
         self.log.info("%s summary:\n%s", self.task_id, json.dumps(summary, indent=2, default=str))
         return summary

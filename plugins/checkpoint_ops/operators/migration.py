@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import shutil
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -76,11 +77,12 @@ class MigrationPreflightOperator(_MigrationOperator):
     With ``dry_run`` nothing is written anywhere; otherwise the target's schema is set up.
     """
 
-    template_fields: Sequence[str] = (*MIGRATION_FIELDS, "on_reject", "dry_run")
+    template_fields: Sequence[str] = (*MIGRATION_FIELDS, "on_reject", "repair_nul", "dry_run")
 
-    def __init__(self, *, on_reject: str = "reject", dry_run: bool = False, **kwargs: Any) -> None:
+    def __init__(self, *, on_reject: str = "reject", repair_nul: bool = False, dry_run: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.on_reject = on_reject
+        self.repair_nul = repair_nul
         self.dry_run = dry_run
 
     def run(self, context: Context) -> dict[str, Any]:
@@ -88,13 +90,19 @@ class MigrationPreflightOperator(_MigrationOperator):
         from include.checkpoint_core.postgres_store import setup_postgres
 
         source, dsn = self.source_path(), self.target_dsn()
-        plan = preflight(source, dsn, include_store=as_bool(self.include_store), on_reject=str(self.on_reject))
+        plan = preflight(source, dsn, include_store=as_bool(self.include_store), on_reject=str(self.on_reject),
+                         repair_nul=as_bool(self.repair_nul))
         counts = plan["source"]["counts"]
         self.log.info("Source holds %s threads, %s checkpoints, %s writes, %s store items (%.1f MB)",
                       counts.get("threads"), counts.get("checkpoints"), counts.get("writes"), counts.get("store", 0),
                       plan["source"]["size_bytes"] / 1e6)
+        if plan["repaired"]["checkpoints"]:
+            self.log.warning("%s checkpoints have NUL in their metadata and will be repaired (U+FFFD), row by row in "
+                             "the report.", plan["repaired"]["checkpoints"])
         if plan["rejected"]["count"]:
-            self.log.warning("%s rows cannot be stored in PostgreSQL and will be rejected, e.g.:", plan["rejected"]["count"])
+            self.log.warning("%s rows cannot be stored in PostgreSQL; their %s threads will be rejected whole (every "
+                             "row, kept in rejected-threads.sqlite), e.g.:", plan["rejected"]["count"],
+                             plan["rejected"]["threads"])
             for r in plan["rejected"]["examples"][:10]:
                 self.log.warning("  %s %s: %s", r["table"], r["key"], r["reason"])
         if plan["version_collisions"]["count"]:
@@ -126,11 +134,12 @@ class MigrationSnapshotOperator(_MigrationOperator):
 class MigrationExportOperator(_MigrationOperator):
     """Stream the snapshot into batch files of ``batch_size`` rows, with a checksummed manifest."""
 
-    template_fields: Sequence[str] = (*MIGRATION_FIELDS, "batch_size")
+    template_fields: Sequence[str] = (*MIGRATION_FIELDS, "batch_size", "repair_nul")
 
-    def __init__(self, *, batch_size: int = 1000, **kwargs: Any) -> None:
+    def __init__(self, *, batch_size: int = 1000, repair_nul: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.batch_size = batch_size
+        self.repair_nul = repair_nul
 
     def run(self, context: Context) -> dict[str, Any]:
         from include.checkpoint_core.migration.export import export_batches, local_snapshot
@@ -141,7 +150,8 @@ class MigrationExportOperator(_MigrationOperator):
         progress = self.progress(total, "rows", label="export")
         with tempfile.TemporaryDirectory(prefix="cpo-export-") as tmp:
             manifest = export_batches(local_snapshot(folder, Path(tmp)), folder, info, batch_size=int(self.batch_size),
-                                      include_store=as_bool(self.include_store), progress=progress.advance)
+                                      include_store=as_bool(self.include_store), repair_nul=as_bool(self.repair_nul),
+                                      progress=progress.advance)
         progress.finish()
         per_table = {}
         for b in manifest.batches:
@@ -192,9 +202,10 @@ class MigrationImportOperator(_MigrationOperator):
 
         def on_batch(result) -> None:
             progress.advance(result.read)
-            if result.rejected:
-                for key, reason in result.rejects[:5]:
-                    self.log.warning("rejected %s %s: %s", result.table, key, reason)
+            for key, reason in result.rejects[:5]:
+                self.log.warning("rejected %s %s: %s (its thread will be rejected whole)", result.table, key, reason)
+            for key, repair in result.repairs:
+                self.log.warning("repaired %s %s: %s", result.table, key, repair)
 
         try:
             totals = import_group(self.target_dsn(), self.folder(), manifest, group,
@@ -220,7 +231,8 @@ class MigrationVerifyOperator(_MigrationOperator):
 
     def run(self, context: Context) -> dict[str, Any]:
         from include.checkpoint_core.migration.export import local_snapshot
-        from include.checkpoint_core.migration.target import imported_batches, rejects_for
+        from include.checkpoint_core.migration.rejects import rejected_threads, unsettled_threads
+        from include.checkpoint_core.migration.target import imported_batches
         from include.checkpoint_core.migration.verify import verify
         from include.checkpoint_core.postgres_store import connect_postgres
 
@@ -228,23 +240,23 @@ class MigrationVerifyOperator(_MigrationOperator):
         dsn = self.target_dsn()
         with connect_postgres(dsn) as pg:
             done = imported_batches(pg, manifest.migration_id)
-            rejected_keys = {tuple(json.loads(r["row_key"])[:3]) for r in rejects_for(pg, manifest.migration_id)
-                             if r["table_name"] in ("checkpoints", "writes")}
+            unsettled = unsettled_threads(pg, manifest.migration_id)
+            rejected = {r["thread_id"] for r in rejected_threads(pg, manifest.migration_id)}
             # Once catch-up ran, the target also holds what the app wrote after the snapshot.
             caught_up = pg.execute("SELECT EXISTS (SELECT 1 FROM checkpoint_ops_migration_catchup WHERE migration_id = %s) AS yes",
                                    (manifest.migration_id,)).fetchone()["yes"]
         missing = [f"{b.table}#{b.number}" for b in manifest.batches if (b.table, b.number) not in done]
         if missing:
             raise AirflowFailException(f"{len(missing)} batches were never imported ({', '.join(missing[:10])}); clear the import tasks.")
-        rejected: dict[str, int] = {}
-        for (table, _), row in done.items():
-            rejected[table] = rejected.get(table, 0) + row["rows_rejected"]
+        if unsettled:
+            raise AirflowFailException(f"{len(unsettled)} threads with rejected rows were not taken out of the target yet "
+                                       f"(e.g. {unsettled[0]!r}): clear the settle_rejects task.")
         with tempfile.TemporaryDirectory(prefix="cpo-verify-") as tmp:
             progress = self.progress(None, "rows", label="verify")
             result = verify(local_snapshot(self.folder(), Path(tmp)), dsn, mode=str(self.verify_mode),
-                            sample_threads=int(self.sample_threads), seed=str(self.migration_id), rejected=rejected,
-                            rejected_keys=rejected_keys, allow_extra=caught_up, include_store=as_bool(self.include_store),
-                            progress=progress.advance)
+                            sample_threads=int(self.sample_threads), seed=str(self.migration_id),
+                            rejected_threads=rejected, repair_nul=manifest.repair_nul, allow_extra=caught_up,
+                            include_store=as_bool(self.include_store), progress=progress.advance)
             progress.finish()
         for table, res in result["content"].items():
             self.log.info("%-12s expected %8d found %8d missing %d different %d extra %d", table, res["expected"],
@@ -253,8 +265,13 @@ class MigrationVerifyOperator(_MigrationOperator):
             st = result["store"]
             self.log.info("%-12s expected %8d found %8d missing %d different %d", "store", st["expected"], st["found"],
                           st["missing"], st["different"])
+        if rejected:
+            self.log.warning("%s threads were rejected whole and are expected absent (rejected-threads.sqlite); %s of "
+                             "their rows were found in the target.", len(rejected),
+                             sum(result["rejected_threads"]["rows_left_in_target"].values()))
         if not result["ok"]:
-            details = []
+            details = [f"rejected thread rows left in the target: {result['rejected_threads']['rows_left_in_target']}"] \
+                if any(result["rejected_threads"]["rows_left_in_target"].values()) else []
             for table, res in result["content"].items():
                 for kind in ("missing", "different"):
                     for key in res["examples"][kind][:5]:
@@ -272,6 +289,45 @@ class MigrationVerifyOperator(_MigrationOperator):
         return result
 
 
+class MigrationSettleRejectsOperator(_MigrationOperator):
+    """Take each thread with a rejected row out of the target whole, and keep all its rows in
+    ``rejected-threads.sqlite`` (the source's layout) beside the report for repair and re-run."""
+
+    def run(self, context: Context) -> dict[str, Any]:
+        from include.checkpoint_core.migration.export import local_snapshot
+        from include.checkpoint_core.migration.rejects import rejected_threads, settle_rejected_threads
+        from include.checkpoint_core.postgres_store import connect_postgres
+        from include.checkpoint_core.sqlite_store import open_sqlite_readonly
+
+        manifest, folder = self.manifest(), self.folder()
+        with tempfile.TemporaryDirectory(prefix="cpo-settle-") as tmp:
+            snapshot = local_snapshot(folder, Path(tmp))
+            with connect_postgres(self.target_dsn()) as pg, open_sqlite_readonly(snapshot) as src:
+                settled = settle_rejected_threads(pg, src, manifest.migration_id, log=self.log.warning)
+                threads = [r["thread_id"] for r in rejected_threads(pg, manifest.migration_id)]
+            if threads:
+                settled["file"] = store_rejected_file(snapshot, threads, folder, Path(tmp))
+                self.log.warning("%s threads rejected whole: every row of them is in %s. Repair it (or the source) "
+                                 "and migrate it as a new run's source.", len(threads), settled["file"])
+            else:
+                self.log.info("No thread has a rejected row.")
+        return settled
+
+
+def store_rejected_file(source: Path, threads: list[str], folder: Any, workdir: Path) -> str:
+    """``rejected-threads.sqlite`` in the run's folder (written locally, then uploaded)."""
+    from include.checkpoint_core.migration.rejects import write_rejected_file
+
+    local = workdir / "rejected-threads.sqlite"
+    write_rejected_file(source, threads, local)
+    dest = folder / "rejected-threads.sqlite"
+    if isinstance(dest, Path):
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    with open(local, "rb") as src, dest.open("wb") as out:
+        shutil.copyfileobj(src, out, length=1 << 20)
+    return str(dest)
+
+
 class MigrationCatchUpOperator(_MigrationOperator):
     """Copy what the app wrote to the source after the snapshot, until nothing new remains."""
 
@@ -285,8 +341,19 @@ class MigrationCatchUpOperator(_MigrationOperator):
         from include.checkpoint_core.migration.load import catch_up
         from include.checkpoint_core.migration.transcode import Rejected
 
+        from include.checkpoint_core.migration.rejects import rejected_threads
+        from include.checkpoint_core.postgres_store import connect_postgres
+
+        source, dsn, manifest = self.source_path(), self.target_dsn(), self.manifest()
         try:
-            return catch_up(self.source_path(), self.target_dsn(), self.manifest(), include_store=as_bool(self.include_store),
-                            fail_on_reject=self.on_reject == "fail", log=self.log.info)
+            result = catch_up(source, dsn, manifest, include_store=as_bool(self.include_store),
+                              fail_on_reject=self.on_reject == "fail", log=self.log.info)
         except Rejected as exc:
             raise AirflowFailException(exc.reason) from exc
+        if result["rejected_threads"]:
+            with connect_postgres(dsn) as pg:
+                threads = [r["thread_id"] for r in rejected_threads(pg, manifest.migration_id)]
+            with tempfile.TemporaryDirectory(prefix="cpo-catchup-") as tmp:
+                # From the live source: it also holds what the app wrote to those threads since the snapshot.
+                result["rejected_file"] = store_rejected_file(Path(source), threads, self.folder(), Path(tmp))
+        return result

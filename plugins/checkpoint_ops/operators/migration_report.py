@@ -13,7 +13,7 @@ from checkpoint_ops.hooks import CheckpointStoreHook
 from checkpoint_ops.operators.migration import migration_folder
 
 log = logging.getLogger(__name__)
-STEPS = ("preflight", "snapshot", "export", "import_batches", "verify", "catch_up")
+STEPS = ("preflight", "snapshot", "export", "import_batches", "settle_rejects", "verify", "catch_up")
 
 
 def _pull(ti, task_id: str) -> Any:
@@ -26,7 +26,8 @@ def _pull(ti, task_id: str) -> Any:
 
 def build_and_store_report(ti, dag_run, params: dict) -> dict:
     from include.checkpoint_core.migration.report import render, summarize
-    from include.checkpoint_core.migration.target import imported_batches, rejects_for
+    from include.checkpoint_core.migration.rejects import rejected_threads
+    from include.checkpoint_core.migration.target import imported_batches, repairs_for, rejects_for
     from include.checkpoint_core.postgres_store import connect_postgres
 
     migration_id = dag_run.run_id
@@ -44,19 +45,40 @@ def build_and_store_report(ti, dag_run, params: dict) -> dict:
             exists = pg.execute("SELECT to_regclass('checkpoint_ops_migration_batches') IS NOT NULL AS ok").fetchone()["ok"]
             batches = imported_batches(pg, migration_id) if exists else {}
             rejects = rejects_for(pg, migration_id) if exists else []
+            threads = rejected_threads(pg, migration_id) if exists else []
+            repairs = repairs_for(pg, migration_id) if exists else []
         rows = summarize(batches, results["catch_up"])
         seconds = sum((r or {}).get("duration_s", 0.0) for r in (results["import_batches"] or []))
         table = render(rows, seconds)
         log.info("Migration %s\n%s", migration_id, table)
         report.update({"tables": rows, "table_text": table, "import_task_seconds": round(seconds, 2),
-                       "rejected_rows": len(rejects)})
+                       "rejected_rows": len(rejects), "repaired_rows": len(repairs),
+                       "rejected_threads": {"count": len(threads), "checkpoints": sum(t["checkpoints"] for t in threads),
+                                            "writes": sum(t["writes"] for t in threads),
+                                            "examples": [dict(t) for t in threads[:20]]}})
+        if threads:
+            log.warning("%s threads rejected whole (%s checkpoints, %s writes): every row is in %s; reasons in "
+                        "rejected.jsonl. Repair that file and migrate it as a new run's source.", len(threads),
+                        report["rejected_threads"]["checkpoints"], report["rejected_threads"]["writes"],
+                        folder / "rejected-threads.sqlite")
         folder.mkdir(parents=True, exist_ok=True)
         with (folder / "rejected.jsonl").open("w") as fh:
+            for t in threads:
+                fh.write(json.dumps({"thread_id": t["thread_id"], "rejected": "whole thread", "checkpoints": t["checkpoints"],
+                                     "writes": t["writes"], "reason": t["reason"]}) + "\n")
             for r in rejects:
                 batch = r["batch_no"] if r["batch_no"] >= 0 else "catch-up"
                 fh.write(json.dumps({"table": r["table_name"], "batch": batch, "key": json.loads(r["row_key"]),
                                      "reason": r["reason"]}) + "\n")
         report["rejected_file"] = str(folder / "rejected.jsonl")
+        if threads:
+            report["rejected_threads_file"] = str(folder / "rejected-threads.sqlite")
+        if repairs:
+            with (folder / "repaired.jsonl").open("w") as fh:
+                for r in repairs:
+                    fh.write(json.dumps({"table": r["table_name"], "key": json.loads(r["row_key"]),
+                                         "repair": r["repair"]}) + "\n")
+            report["repaired_file"] = str(folder / "repaired.jsonl")
     catch_up = results["catch_up"] or {}
     if catch_up:
         report["catch_up"] = {k: catch_up.get(k) for k in ("rounds", "converged", "threads_recopied",
@@ -78,7 +100,8 @@ def build_and_store_report(ti, dag_run, params: dict) -> dict:
             f"Report: {report['report_file']}"
         )
     summary = {k: report[k] for k in ("migration_id", "dry_run", "report_file") if k in report}
-    summary.update({k: report.get(k) for k in ("tables", "rejected_rows", "rejected_file", "catch_up")})
+    summary.update({k: report.get(k) for k in ("tables", "rejected_rows", "rejected_file", "catch_up", "repaired_rows")})
+    summary["rejected_threads"] = (report.get("rejected_threads") or {}).get("count")
     summary["verified"] = bool(verify.get("ok")) if verify else None
     if dry_run:
         summary["plan"] = results["preflight"]
