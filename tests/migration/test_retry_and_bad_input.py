@@ -223,6 +223,32 @@ def test_a_thread_with_a_row_postgres_cannot_hold_is_rejected_whole(source, pg_d
     assert _target_rows(pg_dsn, poisoned)["checkpoints"] == in_source["checkpoints"]
 
 
+def test_catch_up_leaves_a_rejected_thread_whole_in_the_source(source, pg_dsn, tmp_path):
+    """The app keeps writing to a rejected thread, and a new bad row arrives in another thread
+    after the snapshot: catch-up copies neither thread, and takes the second one out whole."""
+    path, _ = source
+    ids = _poison(path)
+    run = migrate(path, pg_dsn, tmp_path / "run")
+    with closing(sqlite3.connect(path)) as conn:
+        first = ids[0][0]
+        row = conn.execute("SELECT * FROM writes WHERE thread_id = ? LIMIT 1", (first,)).fetchone()
+        cols = [r[1] for r in conn.execute("PRAGMA table_info('writes')")]
+        late = dict(zip(cols, row), task_id="late-task")
+        conn.execute(f"INSERT INTO writes ({', '.join(late)}) VALUES ({', '.join('?' * len(late))})", list(late.values()))
+        other = conn.execute("SELECT thread_id FROM checkpoints WHERE thread_id NOT IN (?, ?) ORDER BY thread_id DESC "
+                             "LIMIT 1", (ids[0][0], ids[1][0])).fetchone()[0]
+        cp = conn.execute("SELECT * FROM checkpoints WHERE thread_id = ? ORDER BY checkpoint_id DESC LIMIT 1",
+                          (other,)).fetchone()
+        ccols = [r[1] for r in conn.execute("PRAGMA table_info('checkpoints')")]
+        bad = dict(zip(ccols, cp), checkpoint_id=cp[2] + "z", metadata='{"note": "late\\u0000"}')
+        conn.execute(f"INSERT INTO checkpoints ({', '.join(bad)}) VALUES ({', '.join('?' * len(bad))})", list(bad.values()))
+        conn.commit()
+    assert _target_rows(pg_dsn, [other])["checkpoints"] > 0
+    result = load.catch_up(str(path), pg_dsn, run["manifest"], include_store=True, fail_on_reject=False, log=lambda _: None)
+    assert result["rejected_threads"] == run["settled"]["threads"] + 1
+    assert _target_rows(pg_dsn, [first, other]) == {"checkpoints": 0, "checkpoint_writes": 0, "checkpoint_blobs": 0}
+
+
 def test_repair_nul_replaces_it_row_by_row_and_verifies(source, pg_dsn, tmp_path):
     path, _ = source
     with closing(sqlite3.connect(path)) as conn:
