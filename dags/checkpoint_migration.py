@@ -10,10 +10,12 @@ from checkpoint_ops.operators.migration import (
     MigrationCatchUpOperator,
     MigrationExportOperator,
     MigrationImportOperator,
+    MigrationPlanVerifyOperator,
     MigrationPreflightOperator,
     MigrationSettleRejectsOperator,
     MigrationSnapshotOperator,
     MigrationVerifyOperator,
+    MigrationVerifyThreadsOperator,
 )
 
 DOC = """
@@ -38,8 +40,9 @@ then proves it.
    bytes as they are, go to `rejected-threads.sqlite` (the source's layout) to repair and migrate as a
    new run's source. With *repair_nul*, NUL in metadata strings becomes U+FFFD instead, row by row in
    the report.
-6. **verify**: per-table and per-thread counts, content checksums of every row (*full*) or of
-   *sample_threads* threads (*sample*), and CheckpointTuples read through SqliteSaver and
+6. **plan_verify → verify_threads → verify**: content checksums of every row (*full*, mapped over
+   groups of *verify_threads_per_task* threads so workers compare in parallel) or of *sample_threads*
+   threads (*sample*); then per-table counts, and CheckpointTuples read through SqliteSaver and
    PostgresSaver compared; rejected threads are counted apart and must be wholly absent. A mismatch
    fails the task and names the rows.
 7. **catch_up**: copies what the app wrote after the snapshot, until nothing new is left.
@@ -72,6 +75,10 @@ with DAG(
                                          "and blob. CheckpointTuples of sampled threads are compared in both modes."),
         "sample_threads": Param(10, type="integer", minimum=1, maximum=100000, title="Threads to sample",
                                 description="How many threads verify samples."),
+        "verify_threads_per_task": Param(500, type="integer", minimum=1, maximum=1000000,
+                                         title="Threads per verify task",
+                                         description="Full verify is mapped over groups of this many threads, so "
+                                                     "workers compare in parallel; a failed group is retried on its own."),
         "include_store": Param(True, type="boolean", title="Include store items",
                                description="Also migrate SqliteStore items into PostgresStore."),
         "dry_run": Param(False, type="boolean", title="Dry run",
@@ -118,9 +125,12 @@ with DAG(
         task_id="import_batches", on_reject="{{ params.on_reject }}", **common
     ).expand(group=groups)
     settle_rejects = MigrationSettleRejectsOperator(task_id="settle_rejects", **common)
-    verify = MigrationVerifyOperator(
-        task_id="verify", verify_mode="{{ params.verify_mode }}", sample_threads="{{ params.sample_threads }}", **common
-    )
+    verify_common = {"verify_mode": "{{ params.verify_mode }}", "sample_threads": "{{ params.sample_threads }}", **common}
+    plan_verify = MigrationPlanVerifyOperator(task_id="plan_verify", threads_per_task="{{ params.verify_threads_per_task }}",
+                                              **verify_common)
+    verify_threads = MigrationVerifyThreadsOperator.partial(task_id="verify_threads", **verify_common).expand(
+        group=plan_verify.output)
+    verify = MigrationVerifyOperator(task_id="verify", **verify_common)
     catch_up = MigrationCatchUpOperator(task_id="catch_up", on_reject="{{ params.on_reject }}", **common)
 
     @task(task_id="report", trigger_rule="all_done", multiple_outputs=False)
@@ -132,4 +142,5 @@ with DAG(
 
     gate = unless_dry_run()
     preflight >> gate >> snapshot >> export >> groups
-    import_batches >> settle_rejects >> verify >> catch_up >> report()
+    import_batches >> settle_rejects >> plan_verify
+    verify_threads >> verify >> catch_up >> report()

@@ -219,8 +219,8 @@ class MigrationImportOperator(_MigrationOperator):
         return totals
 
 
-class MigrationVerifyOperator(_MigrationOperator):
-    """Counts, content checksums and CheckpointTuple equality; a mismatch fails and names the rows."""
+class _VerifyOperator(_MigrationOperator):
+    """What every verify step checks first, and the run's state they share."""
 
     template_fields: Sequence[str] = (*MIGRATION_FIELDS, "verify_mode", "sample_threads")
 
@@ -229,11 +229,10 @@ class MigrationVerifyOperator(_MigrationOperator):
         self.verify_mode = verify_mode
         self.sample_threads = sample_threads
 
-    def run(self, context: Context) -> dict[str, Any]:
-        from include.checkpoint_core.migration.export import local_snapshot
+    def state(self) -> tuple[Any, str, set[str], bool]:
+        """(manifest, target dsn, threads rejected whole, whether catch-up ran); fails on an unfinished import."""
         from include.checkpoint_core.migration.rejects import rejected_threads, unsettled_threads
         from include.checkpoint_core.migration.target import imported_batches
-        from include.checkpoint_core.migration.verify import verify
         from include.checkpoint_core.postgres_store import connect_postgres
 
         manifest = self.manifest()
@@ -251,13 +250,88 @@ class MigrationVerifyOperator(_MigrationOperator):
         if unsettled:
             raise AirflowFailException(f"{len(unsettled)} threads with rejected rows were not taken out of the target yet "
                                        f"(e.g. {unsettled[0]!r}): clear the settle_rejects task.")
+        return manifest, dsn, rejected, caught_up
+
+
+class MigrationPlanVerifyOperator(_VerifyOperator):
+    """Split verify into thread groups, one mapped ``verify_threads`` task each (ranges of thread ids)."""
+
+    template_fields: Sequence[str] = (*_VerifyOperator.template_fields, "threads_per_task")
+
+    def __init__(self, *, threads_per_task: int = 500, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.threads_per_task = threads_per_task
+
+    def execute(self, context: Context) -> list[dict]:  # the XCom is the list the next task maps over
+        from airflow.sdk.configuration import conf
+
+        from include.checkpoint_core.migration.export import local_snapshot
+        from include.checkpoint_core.migration.verify import thread_groups
+
+        _, _, rejected, _ = self.state()
         with tempfile.TemporaryDirectory(prefix="cpo-verify-") as tmp:
-            progress = self.progress(None, "rows", label="verify")
-            result = verify(local_snapshot(self.folder(), Path(tmp)), dsn, mode=str(self.verify_mode),
-                            sample_threads=int(self.sample_threads), seed=str(self.migration_id),
-                            rejected_threads=rejected, repair_nul=manifest.repair_nul, allow_extra=caught_up,
-                            include_store=as_bool(self.include_store), progress=progress.advance)
+            snapshot = local_snapshot(self.folder(), Path(tmp))
+            groups = thread_groups(snapshot, mode=str(self.verify_mode), sample_threads=int(self.sample_threads),
+                                   seed=str(self.migration_id), rejected_threads=rejected,
+                                   threads_per_group=int(self.threads_per_task))
+            limit = conf.getint("core", "max_map_length", fallback=1024)
+            if len(groups) > limit:
+                total = sum(g.get("count", 0) for g in groups)
+                groups = thread_groups(snapshot, mode=str(self.verify_mode), sample_threads=int(self.sample_threads),
+                                       seed=str(self.migration_id), rejected_threads=rejected,
+                                       threads_per_group=math.ceil(total / limit))
+        self.log.info("Verify in %s mapped groups (%s mode).", len(groups), self.verify_mode)
+        return groups
+
+
+class MigrationVerifyThreadsOperator(_VerifyOperator):
+    """Compare every row of one group of threads (checkpoints, writes, blobs) with the target."""
+
+    template_fields: Sequence[str] = (*_VerifyOperator.template_fields, "group")
+
+    def __init__(self, *, group: dict, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.group = group
+
+    def run(self, context: Context) -> dict[str, Any]:
+        from include.checkpoint_core.migration.export import local_snapshot
+        from include.checkpoint_core.migration.verify import verify_group
+
+        manifest, dsn, rejected, _ = self.state()
+        group = dict(self.group or {})
+        with tempfile.TemporaryDirectory(prefix="cpo-verify-") as tmp:
+            progress = self.progress(group.get("count"), "threads", label="verify")
+            result = verify_group(local_snapshot(self.folder(), Path(tmp)), dsn, group, rejected_threads=rejected,
+                                  repair_nul=manifest.repair_nul, chunk_threads=200)
+            progress.advance(result["threads_checked"])
             progress.finish()
+        for table, res in result["content"].items():
+            self.log.info("%-12s expected %8d found %8d missing %d different %d extra %d", table, res["expected"],
+                          res["found"], res["missing"], res["different"], res["extra"])
+        return result
+
+
+class MigrationVerifyOperator(_VerifyOperator):
+    """Counts, the groups' content checksums and CheckpointTuple equality; a mismatch fails and names the rows."""
+
+    def run(self, context: Context) -> dict[str, Any]:
+        from include.checkpoint_core.migration.export import local_snapshot
+        from include.checkpoint_core.migration.verify import merge_groups, verify_totals
+
+        manifest, dsn, rejected, caught_up = self.state()
+        pulled = context["ti"].xcom_pull(task_ids="verify_threads")
+        groups = [pulled] if isinstance(pulled, dict) else [g for g in (pulled or []) if g is not None]
+        if not groups:
+            raise AirflowFailException("no verify_threads results: clear the verify_threads tasks.")
+        with tempfile.TemporaryDirectory(prefix="cpo-verify-") as tmp:
+            result = verify_totals(local_snapshot(self.folder(), Path(tmp)), dsn, merge_groups(groups),
+                                   mode=str(self.verify_mode), sample_threads=int(self.sample_threads),
+                                   seed=str(self.migration_id), rejected_threads=rejected,
+                                   repair_nul=manifest.repair_nul, allow_extra=caught_up,
+                                   include_store=as_bool(self.include_store))
+        if result["threads_checked"] < (result["threads_total"] if result["mode"] == "full" else 0):
+            raise AirflowFailException(f"the verify_threads groups checked {result['threads_checked']} of "
+                                       f"{result['threads_total']} threads: clear plan_verify and its groups.")
         for table, res in result["content"].items():
             self.log.info("%-12s expected %8d found %8d missing %d different %d extra %d", table, res["expected"],
                           res["found"], res["missing"], res["different"], res["extra"])
