@@ -66,3 +66,41 @@ def test_rows_written_after_the_snapshot_are_allowed_once_caught_up(migrated, so
     load.catch_up(str(path), dsn, run["manifest"], include_store=True, fail_on_reject=False, log=lambda _: None)
     assert not _verify(folder, dsn)["ok"], "strictly, the target now holds more than the snapshot"
     assert _verify(folder, dsn, allow_extra=True)["ok"]
+
+
+def test_one_version_of_a_set_in_two_byte_orders_verifies(tmp_path, pg_dsn):
+    """msgpack writes a set in iteration order, so two checkpoints can hold one channel version
+    with different bytes. PostgresSaver keeps one copy per version: either is faithful."""
+    import json as _json
+    import sqlite3 as _sqlite3
+
+    import ormsgpack
+    from langgraph.checkpoint.sqlite import SqliteSaver
+
+    def set_bytes(items):
+        return ormsgpack.packb(ormsgpack.Ext(0, ormsgpack.packb(["builtins", "set", items])))
+
+    path = tmp_path / "sets.sqlite"
+    with closing(_sqlite3.connect(path)) as conn:
+        SqliteSaver(conn).setup()
+        for cid, order in (("1f000000-0000-6000-8000-000000000001", ["x", "y"]),
+                           ("1f000000-0000-6000-8000-000000000002", ["y", "x"])):
+            doc = {"v": 4, "id": cid, "ts": "2026-01-01T00:00:00+00:00", "versions_seen": {},
+                   "channel_versions": {"labels": "1"}}
+            # The map with one more entry, channel_values = {"labels": <the set's bytes>}, spliced in raw.
+            raw = ormsgpack.packb(doc)
+            raw = bytes([0x80 | (len(doc) + 1)]) + raw[1:] + ormsgpack.packb("channel_values") + b"\x81" + \
+                ormsgpack.packb("labels") + set_bytes(order)
+            conn.execute("INSERT INTO checkpoints VALUES ('t', '', ?, NULL, 'msgpack', ?, ?)",
+                         (cid, raw, _json.dumps({"source": "loop", "step": 1})))
+        conn.commit()
+    folder = tmp_path / "run"
+    migrate(path, pg_dsn, folder)
+    assert _verify(folder, pg_dsn)["ok"]
+    # A real difference in one version is still named.
+    with closing(_sqlite3.connect(folder / "snapshot.sqlite")) as conn:
+        blob = conn.execute("SELECT checkpoint FROM checkpoints WHERE checkpoint_id LIKE '%2'").fetchone()[0]
+        conn.execute("UPDATE checkpoints SET checkpoint = ? WHERE checkpoint_id LIKE '%2'",
+                     (blob.replace(set_bytes(["y", "x"]), set_bytes(["y", "z"])),))
+        conn.commit()
+    assert not _verify(folder, pg_dsn)["ok"]

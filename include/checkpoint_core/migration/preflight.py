@@ -101,7 +101,7 @@ def find_conflicts(src: sqlite3.Connection, target_dsn: str, *, limit: int = 20)
                 for key, digest in want[table].items():
                     if key in have[table]:
                         overlapping += 1
-                        if have[table][key] != digest and len(conflicts) < limit:
+                        if not digests.matches(digest, have[table][key]) and len(conflicts) < limit:
                             conflicts.append({"table": table, "key": list(key)})
     return conflicts, overlapping
 
