@@ -231,6 +231,7 @@ def transcode_rows(table: str, rows, *, repair_nul: bool = False) -> Transcoded:
     out: dict[str, list[tuple]] = {"checkpoints": [], "blobs": [], "writes": [], "store": []}
     rejects: list[tuple[str, str]] = []
     repairs: list[tuple[str, str]] = []
+    staged_blobs: set[tuple] = set()
     for row in rows:
         try:
             if table == "checkpoints":
@@ -240,7 +241,13 @@ def transcode_rows(table: str, rows, *, repair_nul: bool = False) -> Transcoded:
                 out["checkpoints"].append(
                     (cp.thread_id, cp.checkpoint_ns, cp.checkpoint_id, cp.parent_checkpoint_id, cp.checkpoint_json, cp.metadata_json)
                 )
-                out["blobs"].extend((cp.thread_id, cp.checkpoint_ns, *b) for b in cp.blobs)
+                # Consecutive checkpoints carry the same (channel, version) blob: stage it once, the
+                # first copy, as PostgresSaver's own ON CONFLICT DO NOTHING keeps it.
+                for b in cp.blobs:
+                    key = (cp.thread_id, cp.checkpoint_ns, b[0], b[1])
+                    if key not in staged_blobs:
+                        staged_blobs.add(key)
+                        out["blobs"].append((*key, b[2], b[3]))
             elif table == "writes":
                 out["writes"].append(transcode_write(row))
             else:
