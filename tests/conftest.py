@@ -221,3 +221,49 @@ def s3_bucket(moto_s3, monkeypatch):
     ).create_bucket(Bucket=name)
     monkeypatch.setenv("AIRFLOW_CONN_CHECKPOINT_ARTIFACTS", aws_conn_env(moto_s3))
     return name
+
+
+def _free_port() -> int:
+    import socket
+
+    with closing(socket.socket()) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def redis_server():
+    """A redis-server of the tests' own on a free port (never the machine's 6379): its URL."""
+    import subprocess
+    import time
+
+    import redis
+
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail("redis-server is needed for the tiering tests: run `make tools` (Debian package redis-server)")
+    port = _free_port()
+    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    url = f"redis://127.0.0.1:{port}/0"
+    for _ in range(100):
+        try:
+            redis.Redis.from_url(url).ping()
+            break
+        except redis.ConnectionError:
+            time.sleep(0.05)
+    else:
+        proc.kill()
+        pytest.fail(f"redis-server did not start on port {port}")
+    yield url
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+@pytest.fixture
+def redis_url(redis_server):
+    """The tests' Redis, emptied for one test."""
+    import redis
+
+    redis.Redis.from_url(redis_server).flushall()
+    return redis_server
