@@ -40,9 +40,9 @@ def health_registry(report: dict[str, Any]):
     return registry
 
 
-def push_health(url: str, report: dict[str, Any], *, username: str | None = None,
-                password: str | None = None, timeout_s: float = 10) -> None:
-    """PUT the report's gauges to the Pushgateway at ``url`` (replacing this store's group)."""
+def push_registry(url: str, job: str, registry, grouping_key: dict[str, str], *, username: str | None = None,
+                  password: str | None = None, timeout_s: float = 10) -> None:
+    """PUT a registry's gauges to the Pushgateway at ``url``, replacing that group (a retry converges)."""
     from prometheus_client import push_to_gateway
     from prometheus_client.exposition import basic_auth_handler, default_handler
 
@@ -51,5 +51,11 @@ def push_health(url: str, report: dict[str, Any], *, username: str | None = None
             return basic_auth_handler(url, method, timeout, headers, data, username, password)
         return default_handler(url, method, timeout, headers, data)
 
-    push_to_gateway(url, job=JOB, registry=health_registry(report), grouping_key={"store": report["store"]},
-                    timeout=timeout_s, handler=handler)
+    push_to_gateway(url, job=job, registry=registry, grouping_key=grouping_key, timeout=timeout_s, handler=handler)
+
+
+def push_health(url: str, report: dict[str, Any], *, username: str | None = None,
+                password: str | None = None, timeout_s: float = 10) -> None:
+    """PUT the report's gauges to the Pushgateway at ``url`` (replacing this store's group)."""
+    push_registry(url, JOB, health_registry(report), {"store": report["store"]}, username=username,
+                  password=password, timeout_s=timeout_s)

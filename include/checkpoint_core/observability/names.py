@@ -34,6 +34,14 @@ STORE_WRITES_PER_SECOND = "checkpoint_store_writes_per_second"
 HEALTH_LABELS = ("store", "backend")
 DECISIONS = ("migrate_now", "migrate_soon", "sqlite_sufficient", "on_postgres")
 
+# Published by the checkpoint_tiering DAG's cost report (labels: tier; the all-hot figure has none).
+TIER_THREADS = "checkpoint_tier_threads"
+TIER_BYTES = "checkpoint_tier_bytes"
+TIER_MONTHLY_COST = "checkpoint_tier_monthly_cost_usd"
+TIER_ALL_HOT_MONTHLY_COST = "checkpoint_tier_all_hot_monthly_cost_usd"
+TIER_LAST_RUN = "checkpoint_tiering_last_run_timestamp_seconds"
+TIER_LABELS = ("tier",)
+
 
 def scraped_names() -> frozenset[str]:
     """Every sample name a Prometheus scraping the app and the Pushgateway can hold."""
@@ -42,4 +50,5 @@ def scraped_names() -> frozenset[str]:
         names |= {f"{histogram}_bucket", f"{histogram}_sum", f"{histogram}_count"}
     names |= {HEALTH_DECISION, HEALTH_LAST_RUN, STORE_SIZE, STORE_THREADS,
               STORE_LARGEST_CHECKPOINT, STORE_WRITES_PER_SECOND}
+    names |= {TIER_THREADS, TIER_BYTES, TIER_MONTHLY_COST, TIER_ALL_HOT_MONTHLY_COST, TIER_LAST_RUN}
     return frozenset(names)

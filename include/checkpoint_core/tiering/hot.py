@@ -335,6 +335,13 @@ class RedisRowSaver(BaseCheckpointSaver):
         value = self.client.get(self._k(thread_id, "fence")[0])
         return value.decode() if value else None
 
+    def fences(self, thread_ids: Sequence[str]) -> dict[str, str]:
+        """The fenced threads among ``thread_ids`` (one pipelined round trip) and their tokens."""
+        pipe = self.client.pipeline(transaction=False)
+        for tid in thread_ids:
+            pipe.get(self._k(tid, "fence")[0])
+        return {tid: v.decode() for tid, v in zip(thread_ids, pipe.execute()) if v}
+
     def drop_thread(self, thread_id: str, token: str = "") -> bool:
         """Delete a thread's hot rows and its fence; with ``token``, only while that fence holds."""
         return bool(self._scripts["drop"](keys=self._thread_keys(thread_id), args=[self._wprefix(thread_id),
