@@ -44,7 +44,7 @@ def demote_all(saver, thread_ids=None):
 
     ids = thread_ids if thread_ids is not None else saver.hot.hot_threads()
     with saver.pool.connection() as conn:
-        return [moves.demote(conn, saver.hot, t) for t in ids]
+        return moves.demote_group(conn, saver.hot, ids)
 
 
 def archive_all(saver, thread_ids):

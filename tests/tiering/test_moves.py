@@ -86,7 +86,7 @@ def test_the_app_writing_during_a_demotion_run_loses_nothing(tiered):
         assert history[0][3] == [(f"task-{written[tid] - 1}", "messages", f"pending-{written[tid] - 1}")]
 
 
-@pytest.mark.parametrize("crash_at", ["write_pg_thread", "fence_if_unchanged", "directory_commit", "drop_thread"])
+@pytest.mark.parametrize("crash_at", ["write_pg_threads", "fence_unchanged", "directory_commit", "drop_threads"])
 def test_a_demotion_killed_at_any_step_converges_on_the_retry(tiered, monkeypatch, crash_at):
     ids = [f"crash-{i}" for i in range(3)]
     for tid in ids:
@@ -98,23 +98,24 @@ def test_a_demotion_killed_at_any_step_converges_on_the_retry(tiered, monkeypatc
     class Killed(BaseException):
         """Like SIGKILL for the move: nothing after it runs, no cleanup handler catches it."""
 
-    real = {"write_pg_thread": moves.write_pg_thread, "fence_if_unchanged": tiered.hot.fence_if_unchanged,
-            "directory_commit": directory.put, "drop_thread": tiered.hot.drop_thread}[crash_at]
+    real = {"write_pg_threads": moves.write_pg_threads, "fence_unchanged": tiered.hot.fence_unchanged,
+            "directory_commit": directory.put, "drop_threads": tiered.hot.drop_threads}[crash_at]
     calls = []
 
     def crash(*args, **kwargs):
         calls.append(1)
-        if crash_at == "directory_commit" and args[1].tier != "cold":
+        if crash_at == "directory_commit" and args[1].tier != "cold":  # the staging entry goes in
             return real(*args, **kwargs)
-        if crash_at in ("fence_if_unchanged",):
+        if crash_at == "fence_unchanged":
             real(*args, **kwargs)  # the fence went up, then the worker died
         raise Killed(crash_at)
 
-    target = {"write_pg_thread": (moves, "write_pg_thread"), "fence_if_unchanged": (tiered.hot, "fence_if_unchanged"),
-              "directory_commit": (directory, "put"), "drop_thread": (tiered.hot, "drop_thread")}[crash_at]
+    target = {"write_pg_threads": (moves, "write_pg_threads"), "fence_unchanged": (tiered.hot, "fence_unchanged"),
+              "directory_commit": (directory, "put"), "drop_threads": (tiered.hot, "drop_threads")}[crash_at]
     monkeypatch.setattr(*target, crash)
     with pytest.raises(Killed):
-        demote_all(tiered, ids[:1])
+        with tiered.pool.connection() as conn:
+            moves.demote_group(conn, tiered.hot, ids)  # the whole group dies at that step
     monkeypatch.undo()
     # Between the crash and the retry the app still reads every thread, and can write to one.
     assert {tid: _history(tiered, tid) for tid in ids} == before
@@ -133,13 +134,13 @@ def test_redis_dropping_the_connection_mid_move_leaves_one_tier(tiered, monkeypa
     for n in range(3):
         _turn(tiered, tid, n)
     before = _history(tiered, tid)
-    real = tiered.hot.fence_if_unchanged
+    real = tiered.hot.fence_unchanged
 
     def drop_then_fence(*args):
         tiered.hot.client.client_kill_filter(_type="normal", skipme=False)  # every connection, ours too
         return real(*args)
 
-    monkeypatch.setattr(tiered.hot, "fence_if_unchanged", drop_then_fence)
+    monkeypatch.setattr(tiered.hot, "fence_unchanged", drop_then_fence)
     try:
         result = demote_all(tiered, [tid])[0].result
     except Exception:  # noqa: BLE001 - the client may or may not reconnect by itself; both must converge

@@ -200,18 +200,21 @@ def ensure_bookkeeping(conn: psycopg.Connection) -> None:
             conn.execute(ddl)
 
 
-def prepare_session(conn: psycopg.Connection) -> None:
-    """Staging tables and UTC, once per connection (SQLite timestamps are naive UTC).
-
-    The bulk load TOAST-compresses with lz4 where the server has it: pglz was about 40% of the
-    checkpoint COPY on real agents' data. Only this session's new values change; readers, pg_dump
-    and the app's own writes are unaffected (the column keeps whichever method each value has)."""
-    conn.execute("SET TIME ZONE 'UTC'")
+def prefer_lz4(conn: psycopg.Connection) -> None:
+    """TOAST-compress this session's bulk loads with lz4 where the server has it: pglz was about
+    40% of the checkpoint COPY on real agents' data. Only this session's new values change; readers,
+    pg_dump and the app's own writes are unaffected (the column keeps whichever method each value has)."""
     try:
         with conn.transaction():
             conn.execute("SET default_toast_compression = 'lz4'")
     except psycopg.errors.Error:
         pass  # a server built without lz4 (or older than PostgreSQL 14) keeps pglz
+
+
+def prepare_session(conn: psycopg.Connection) -> None:
+    """Staging tables, UTC (SQLite timestamps are naive UTC) and lz4, once per connection."""
+    conn.execute("SET TIME ZONE 'UTC'")
+    prefer_lz4(conn)
     for ddl in STAGING_DDL:
         conn.execute(ddl)
 

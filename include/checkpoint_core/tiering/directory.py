@@ -53,15 +53,23 @@ def ensure(conn: psycopg.Connection) -> None:
             conn.execute(statement)
 
 
-def lock(conn: psycopg.Connection, thread_id: str) -> None:
-    """Hold the thread's tier lock until the current transaction ends."""
-    conn.execute("SELECT pg_advisory_xact_lock(hashtextextended('checkpoint_ops_tier:' || %s, 0))", (thread_id,))
+def lock(conn: psycopg.Connection, *thread_ids: str) -> None:
+    """Hold these threads' tier locks until the current transaction ends (taken in one order, so
+    two movers of overlapping groups never deadlock)."""
+    conn.execute("SELECT pg_advisory_xact_lock(hashtextextended('checkpoint_ops_tier:' || t, 0)) "
+                 "FROM (SELECT DISTINCT t FROM unnest(%s::text[]) t ORDER BY t) s", (list(thread_ids),))
 
 
 def entry(conn: psycopg.Connection, thread_id: str) -> Entry | None:
     row = conn.cursor(row_factory=tuple_row).execute(
         f"SELECT {_COLUMNS} FROM {TABLE} WHERE thread_id = %s", (thread_id,)).fetchone()
     return Entry(*row) if row else None
+
+
+def entries_of(conn: psycopg.Connection, thread_ids: list[str]) -> dict[str, Entry]:
+    cur = conn.cursor(row_factory=tuple_row)
+    cur.execute(f"SELECT {_COLUMNS} FROM {TABLE} WHERE thread_id = ANY(%s)", (list(thread_ids),))
+    return {r[0]: Entry(*r) for r in cur.fetchall()}
 
 
 def entries(conn: psycopg.Connection, tier: str | None = None) -> list[Entry]:
@@ -73,15 +81,18 @@ def entries(conn: psycopg.Connection, tier: str | None = None) -> list[Entry]:
     return [Entry(*r) for r in cur.fetchall()]
 
 
-def put(conn: psycopg.Connection, e: Entry) -> None:
-    conn.execute(
+def put(conn: psycopg.Connection, *batch: Entry) -> None:
+    if not batch:
+        return
+    conn.cursor().executemany(
         f"INSERT INTO {TABLE} ({_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
         "ON CONFLICT (thread_id) DO UPDATE SET tier = EXCLUDED.tier, token = EXCLUDED.token, "
         "archive_key = EXCLUDED.archive_key, archive_sha256 = EXCLUDED.archive_sha256, "
         "archive_bytes = EXCLUDED.archive_bytes, row_bytes = EXCLUDED.row_bytes, "
         "checkpoints = EXCLUDED.checkpoints, moved_at = now()",
-        (e.thread_id, e.tier, e.token, e.archive_key, e.archive_sha256, e.archive_bytes, e.row_bytes, e.checkpoints))
+        [(e.thread_id, e.tier, e.token, e.archive_key, e.archive_sha256, e.archive_bytes, e.row_bytes, e.checkpoints)
+         for e in batch])
 
 
-def remove(conn: psycopg.Connection, thread_id: str) -> None:
-    conn.execute(f"DELETE FROM {TABLE} WHERE thread_id = %s", (thread_id,))
+def remove(conn: psycopg.Connection, *thread_ids: str) -> None:
+    conn.execute(f"DELETE FROM {TABLE} WHERE thread_id = ANY(%s)", (list(thread_ids),))

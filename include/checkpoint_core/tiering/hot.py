@@ -289,10 +289,18 @@ class RedisRowSaver(BaseCheckpointSaver):
     def members(self, thread_id: str) -> list[str]:
         return [m.decode() for m in self.client.zrange(self._k(thread_id, "ix")[0], 0, -1)]
 
+    def export_threads(self, thread_ids: Sequence[str]) -> dict[str, Export]:
+        """Every row of each thread with its version, each a consistent snapshot (one round trip)."""
+        pipe = self.client.pipeline(transaction=False)
+        for tid in thread_ids:
+            self._scripts["export"](keys=self._k(tid, "fence", "v", "ix", "cp", "bl", "wk"), args=[self._wprefix(tid)],
+                                    client=pipe)
+        return {tid: self._export(tid, reply) for tid, reply in zip(thread_ids, pipe.execute())}
+
     def export_thread(self, thread_id: str) -> Export:
-        """Every row of a thread with its version, as one consistent snapshot."""
-        reply = self._scripts["export"](keys=self._k(thread_id, "fence", "v", "ix", "cp", "bl", "wk"),
-                                        args=[self._wprefix(thread_id)])
+        return self.export_threads([thread_id])[thread_id]
+
+    def _export(self, thread_id: str, reply: list) -> Export:
         fence = reply[1].decode() if reply[1] else None
         rows = ThreadRows(thread_id)
         if not reply[0]:
@@ -326,10 +334,27 @@ class RedisRowSaver(BaseCheckpointSaver):
         return bool(self._scripts["import"](keys=self._thread_keys(tid), args=args))
 
     def fence_if_unchanged(self, thread_id: str, version: str, token: str) -> bool:
-        return bool(self._scripts["fence"](keys=self._k(thread_id, "fence", "v"), args=[version, token]))
+        return thread_id in self.fence_unchanged({thread_id: (version, token)})
+
+    def fence_unchanged(self, wanted: dict[str, tuple[str, str]]) -> set[str]:
+        """Fence each thread whose version is still the one given (thread -> (version, token));
+        returns the threads fenced. One round trip; each thread's check-and-set is atomic."""
+        return self._each("fence", {t: (self._k(t, "fence", "v"), list(vt)) for t, vt in wanted.items()})
 
     def clear_fence(self, thread_id: str, token: str) -> bool:
-        return bool(self._scripts["clear"](keys=self._k(thread_id, "fence"), args=[token]))
+        return thread_id in self.clear_fences({thread_id: token})
+
+    def clear_fences(self, tokens: dict[str, str]) -> set[str]:
+        return self._each("clear", {t: (self._k(t, "fence"), [token]) for t, token in tokens.items()})
+
+    def _each(self, script: str, calls: dict[str, tuple[list, list]]) -> set[str]:
+        """Run a script once per thread in one pipelined round trip; the threads it returned 1 for."""
+        if not calls:
+            return set()
+        pipe = self.client.pipeline(transaction=False)
+        for keys, args in calls.values():
+            self._scripts[script](keys=keys, args=args, client=pipe)
+        return {t for t, ok in zip(calls, pipe.execute()) if ok}
 
     def fence_of(self, thread_id: str) -> str | None:
         value = self.client.get(self._k(thread_id, "fence")[0])
@@ -344,8 +369,11 @@ class RedisRowSaver(BaseCheckpointSaver):
 
     def drop_thread(self, thread_id: str, token: str = "") -> bool:
         """Delete a thread's hot rows and its fence; with ``token``, only while that fence holds."""
-        return bool(self._scripts["drop"](keys=self._thread_keys(thread_id), args=[self._wprefix(thread_id),
-                                                                                    thread_id, token]))
+        return thread_id in self.drop_threads({thread_id: token})
+
+    def drop_threads(self, tokens: dict[str, str]) -> set[str]:
+        return self._each("drop", {t: (self._thread_keys(t), [self._wprefix(t), t, token])
+                                   for t, token in tokens.items()})
 
     def _thread_keys(self, tid: str) -> list[str]:
         return self._k(tid, "fence", "v", "ix", "cp", "cf", "bl", "wk") + [self.threads_key]

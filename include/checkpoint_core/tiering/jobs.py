@@ -72,27 +72,29 @@ def plan(conn: psycopg.Connection, hot: RedisRowSaver, *, demote_after_hours: fl
     }
 
 
-def run_moves(action: str, thread_ids: list[str], move: Callable[[str], moves.Outcome], *,
-              log: Callable[[str], None] = print, every: int = 100) -> dict[str, Any]:
-    """Move each thread; count outcomes, name the threads that did not move, log progress."""
+def run_moves(action: str, thread_ids: list[str], move_group: Callable[[list[str]], list[moves.Outcome]], *,
+              batch: int = 50, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Move the threads a batch at a time; count outcomes, name the threads that did not move,
+    and log progress after each batch."""
     counts: Counter[str] = Counter()
     named: dict[str, list[dict]] = {}
     totals = Counter()
     started = time.monotonic()
-    for n, tid in enumerate(thread_ids, 1):
-        out = move(tid)
-        counts[out.result] += 1
-        if out.moved:
-            totals.update(checkpoints=out.checkpoints, writes=out.writes, row_bytes=out.row_bytes,
-                          archive_bytes=out.archive_bytes)
-        elif out.result not in ("gone", "not-eligible") or out.detail:
-            bucket = named.setdefault(out.result, [])
-            if len(bucket) < NAMED_LIMIT:
-                bucket.append({"thread_id": tid, "detail": out.detail})
-        if n % every == 0 or n == len(thread_ids):
-            rate = totals["checkpoints"] / max(time.monotonic() - started, 1e-9)
-            log(f"{action}: {n:,}/{len(thread_ids):,} threads, {totals['checkpoints']:,} checkpoints "
-                f"({rate:,.0f}/s), outcomes {dict(counts)}")
+    done = 0
+    for group in chunk(thread_ids, batch):
+        for out in move_group(group):
+            counts[out.result] += 1
+            if out.moved:
+                totals.update(checkpoints=out.checkpoints, writes=out.writes, row_bytes=out.row_bytes,
+                              archive_bytes=out.archive_bytes)
+            elif out.result not in ("gone", "not-eligible") or out.detail:
+                bucket = named.setdefault(out.result, [])
+                if len(bucket) < NAMED_LIMIT:
+                    bucket.append({"thread_id": out.thread_id, "detail": out.detail})
+        done += len(group)
+        rate = totals["checkpoints"] / max(time.monotonic() - started, 1e-9)
+        log(f"{action}: {done:,}/{len(thread_ids):,} threads, {totals['checkpoints']:,} checkpoints "
+            f"({rate:,.0f}/s), outcomes {dict(counts)}")
     seconds = time.monotonic() - started
     return {"action": action, "threads": len(thread_ids), "outcomes": dict(counts), "not_moved": named,
             **dict(totals), "seconds": round(seconds, 3),

@@ -25,10 +25,14 @@ from include.checkpoint_core.tiering.hot import RedisRowSaver
 from include.checkpoint_core.tiering.rows import (
     ThreadRows,
     delete_pg_thread,
+    delete_pg_threads,
     differences,
     has_pg_rows,
+    pg_threads_with_rows,
     read_pg_thread,
+    read_pg_threads,
     write_pg_thread,
+    write_pg_threads,
 )
 
 
@@ -61,85 +65,123 @@ def _counted(o: Outcome, rows: ThreadRows) -> Outcome:
     return o
 
 
-def _drop_staging(conn: psycopg.Connection, thread_id: str, token: str | None = None) -> None:
-    """Remove a demotion's copy, if the directory still says it is one (and, with token, ours)."""
-    with conn.transaction():
-        directory.lock(conn, thread_id)
-        e = directory.entry(conn, thread_id)
-        if e is not None and e.tier == "staging" and (token is None or e.token == token):
-            delete_pg_thread(conn, thread_id)
-            directory.remove(conn, thread_id)
-
-
 def demote(conn: psycopg.Connection, hot: RedisRowSaver, thread_id: str) -> Outcome:
     """Hot -> cold for one thread."""
-    out = Outcome(thread_id, "demote", "moved")
-    snap = hot.export_thread(thread_id)
-    if snap.version is None:
-        out.result, out.detail = "gone", "nothing hot (deleted or already moved)"
-        return out
-    if snap.fence is not None:
-        return _finish_fenced(conn, hot, thread_id, snap.fence, out)
-    _counted(out, snap.rows)
-    token = _token("demote")
+    return demote_group(conn, hot, [thread_id])[0]
+
+
+def demote_group(conn: psycopg.Connection, hot: RedisRowSaver, thread_ids: list[str]) -> list[Outcome]:
+    """Hot -> cold for a group of threads, a dozen round trips for the whole group.
+
+    Each thread is still decided on its own: one that changed, is in two tiers or fails its
+    comparison stays hot, the others move. A row PostgreSQL refuses aborts the group's copy; the
+    group is then moved one thread at a time, so only the thread holding that row stays hot.
+    """
+    outs = {t: Outcome(t, "demote", "moved") for t in dict.fromkeys(thread_ids)}
+    live, left_fenced = {}, {}
+    for tid, snap in hot.export_threads(list(outs)).items():
+        if snap.version is None:
+            outs[tid].result, outs[tid].detail = "gone", "nothing hot (deleted or already moved)"
+        elif snap.fence is not None:
+            left_fenced[tid] = snap.fence
+        else:
+            live[tid] = snap
+            _counted(outs[tid], snap.rows)
+    if left_fenced:
+        _finish_fenced(conn, hot, left_fenced, outs)
+    tokens = {t: _token("demote") for t in live}
     try:
+        staged = _stage(conn, live, tokens, outs)
+    except psycopg.DataError as exc:
+        if len(live) > 1:
+            return [demote_group(conn, hot, [t])[0] if t in live else outs[t] for t in outs]
+        for tid in live:  # the thread stays hot, whole
+            outs[tid].result = "rejected"
+            outs[tid].detail = f"PostgreSQL refused the thread's rows: {str(exc).splitlines()[0]}"
+        return list(outs.values())
+    copied = read_pg_threads(conn, staged, digests=True)
+    failed = {t: found for t in staged if (found := differences(live[t].rows.digested(), copied[t]))}
+    if failed:
         with conn.transaction():
-            directory.lock(conn, thread_id)
-            e = directory.entry(conn, thread_id)
+            directory.lock(conn, *failed)
+            ours = [t for t, e in directory.entries_of(conn, list(failed)).items()
+                    if e.tier == "staging" and e.token == tokens[t]]
+            delete_pg_threads(conn, ours)
+            directory.remove(conn, *ours)
+        for tid, found in failed.items():
+            outs[tid].result, outs[tid].detail = "rejected", "verify: " + "; ".join(found)
+    _commit_demotions(conn, hot, {t: live[t] for t in staged if t not in failed}, tokens, outs)
+    return list(outs.values())
+
+
+def _stage(conn: psycopg.Connection, live: dict, tokens: dict[str, str], outs: dict[str, Outcome]) -> list[str]:
+    """Copy the threads' rows into PostgreSQL as ``staging`` (the hot copy still rules)."""
+    if not live:
+        return []
+    with conn.transaction():
+        ids = list(live)
+        directory.lock(conn, *ids)
+        placed = directory.entries_of(conn, ids)
+        foreign = pg_threads_with_rows(conn, [t for t in ids if t not in placed])
+        go = []
+        for tid in ids:
+            e = placed.get(tid)
             if e is not None and e.tier in ("cold", "archive"):
-                out.result = "conflict"
-                out.detail = f"hot rows and a {e.tier} entry without a move in progress: left alone, not merged"
-                return out
-            if e is None and has_pg_rows(conn, thread_id):
-                out.result = "conflict"
-                out.detail = "hot rows and PostgreSQL rows written outside tiering: left alone, not merged"
-                return out
-            if e is not None:  # a staging copy an earlier attempt left behind
-                delete_pg_thread(conn, thread_id)
-            write_pg_thread(conn, snap.rows)
-            directory.put(conn, directory.Entry(thread_id, "staging", token, row_bytes=out.row_bytes,
-                                                checkpoints=out.checkpoints))
-    except psycopg.DataError as exc:  # e.g. a NUL in metadata: jsonb cannot hold it; the thread stays hot whole
-        out.result, out.detail = "rejected", f"PostgreSQL refused the thread's rows: {str(exc).splitlines()[0]}"
-        return out
-    found = differences(snap.rows, read_pg_thread(conn, thread_id))
-    if found:
-        _drop_staging(conn, thread_id, token)
-        out.result, out.detail = "rejected", "verify: " + "; ".join(found)
-        return out
+                outs[tid].result = "conflict"
+                outs[tid].detail = f"hot rows and a {e.tier} entry without a move in progress: left alone, not merged"
+            elif tid in foreign:
+                outs[tid].result = "conflict"
+                outs[tid].detail = "hot rows and PostgreSQL rows written outside tiering: left alone, not merged"
+            else:
+                go.append(tid)
+        delete_pg_threads(conn, [t for t in go if t in placed])  # staging copies an earlier attempt left
+        write_pg_threads(conn, [live[t].rows for t in go])
+        directory.put(conn, *[directory.Entry(t, "staging", tokens[t], row_bytes=outs[t].row_bytes,
+                                              checkpoints=outs[t].checkpoints) for t in go])
+    return go
+
+
+def _commit_demotions(conn: psycopg.Connection, hot: RedisRowSaver, verified: dict, tokens: dict[str, str],
+                      outs: dict[str, Outcome]) -> None:
+    """Fence each unchanged thread, name it cold, then delete its hot rows; a changed one stays hot."""
+    if not verified:
+        return
     with conn.transaction():
-        directory.lock(conn, thread_id)
-        e = directory.entry(conn, thread_id)
-        if e is None or e.token != token:
-            out.result, out.detail = "changed", "the staging copy was replaced by another attempt"
-            return out
-        if not hot.fence_if_unchanged(thread_id, snap.version, token):
-            delete_pg_thread(conn, thread_id)
-            directory.remove(conn, thread_id)
-            out.result, out.detail = "changed", "the app wrote to the thread during the copy; it stays hot"
-            return out
+        directory.lock(conn, *verified)
+        placed = directory.entries_of(conn, list(verified))
+        mine = [t for t in verified if t in placed and placed[t].token == tokens[t]]
+        for tid in verified.keys() - set(mine):
+            outs[tid].result, outs[tid].detail = "changed", "the staging copy was replaced by another attempt"
+        fenced = hot.fence_unchanged({t: (verified[t].version, tokens[t]) for t in mine})
+        changed = [t for t in mine if t not in fenced]
+        delete_pg_threads(conn, changed)
+        directory.remove(conn, *changed)
+        for tid in changed:
+            outs[tid].result, outs[tid].detail = "changed", "the app wrote to the thread during the copy; it stays hot"
         try:
-            directory.put(conn, directory.Entry(thread_id, "cold", None, row_bytes=out.row_bytes,
-                                                checkpoints=out.checkpoints))
+            directory.put(conn, *[directory.Entry(t, "cold", None, row_bytes=outs[t].row_bytes,
+                                                  checkpoints=outs[t].checkpoints) for t in fenced])
         except BaseException:
-            hot.clear_fence(thread_id, token)  # not committed: the thread stays hot
+            hot.clear_fences({t: tokens[t] for t in fenced})  # not committed: those threads stay hot
             raise
-    hot.drop_thread(thread_id, token)
-    return out
+    hot.drop_threads({t: tokens[t] for t in fenced})
 
 
-def _finish_fenced(conn: psycopg.Connection, hot: RedisRowSaver, thread_id: str, fence: str, out: Outcome) -> Outcome:
-    """A fence left by an interrupted move: finish what the directory says happened."""
+def _finish_fenced(conn: psycopg.Connection, hot: RedisRowSaver, fences: dict[str, str],
+                   outs: dict[str, Outcome]) -> None:
+    """Fences left by interrupted moves: finish what the directory says happened."""
     with conn.transaction():
-        directory.lock(conn, thread_id)
-        e = directory.entry(conn, thread_id)
-        if e is not None and e.tier in ("cold", "archive"):
-            hot.drop_thread(thread_id, fence)  # committed to the other tier; the hot copy is stale
-            out.detail = f"finished an interrupted move (the thread is {e.tier})"
-            return out
-        hot.clear_fence(thread_id, fence)  # the move never committed: the thread is hot
-    out.result, out.detail = "busy", "cleared the fence of an interrupted move; the next run demotes it"
-    return out
+        directory.lock(conn, *fences)
+        placed = directory.entries_of(conn, list(fences))
+        done = {t: f for t, f in fences.items() if t in placed and placed[t].tier in ("cold", "archive")}
+        hot.drop_threads(done)  # committed to the other tier: the hot copy is stale
+        hot.clear_fences({t: f for t, f in fences.items() if t not in done})  # never committed: still hot
+    for tid in fences:
+        if tid in done:
+            outs[tid].detail = f"finished an interrupted move (the thread is {placed[tid].tier})"
+        else:
+            outs[tid].result = "busy"
+            outs[tid].detail = "cleared the fence of an interrupted move; the next run demotes it"
 
 
 def promote(conn: psycopg.Connection, hot: RedisRowSaver, archive: arc.ArchiveStore | None,

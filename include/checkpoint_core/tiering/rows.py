@@ -9,14 +9,17 @@ used only for those helpers), so a row written hot equals the row PostgresSaver 
 
 from __future__ import annotations
 
+import hashlib
 import json
+import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 import psycopg
 from psycopg.rows import tuple_row
-from psycopg.types.json import Jsonb
+from psycopg.types.json import Jsonb, set_json_loads
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import (
     WRITES_IDX_MAP,
@@ -29,6 +32,8 @@ from langgraph.checkpoint.base import (
 from langgraph.checkpoint.postgres.base import BasePostgresSaver
 from langgraph.checkpoint.serde.base import SerializerProtocol
 from langgraph.checkpoint.serde.types import TASKS
+
+from include.checkpoint_core.migration.target import BINARY_TYPES, prefer_lz4
 
 
 @dataclass(frozen=True)
@@ -88,6 +93,13 @@ class ThreadRows:
                        for w in self.writes},
         }
 
+    def digested(self) -> ThreadRows:
+        """The same rows with each blob replaced by its MD5, to compare with ``read_pg_threads(digests=True)``."""
+        return ThreadRows(self.thread_id, self.checkpoints,
+                          [BlobRow(b.ns, b.channel, b.version, b.type, _md5(b.blob)) for b in self.blobs],
+                          [WriteRow(w.ns, w.checkpoint_id, w.task_id, w.task_path, w.idx, w.channel, w.type,
+                                    _md5(w.blob)) for w in self.writes])
+
 
 def differences(expected: ThreadRows, actual: ThreadRows, *, limit: int = 5) -> list[str]:
     """Row-level comparison of two copies of a thread; empty when they are equal."""
@@ -106,7 +118,15 @@ def differences(expected: ThreadRows, actual: ThreadRows, *, limit: int = 5) -> 
 
 
 def _dumps(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+    """JSON as jsonb will hold it; orjson where it can (10x json), json for what orjson refuses."""
+    try:
+        return orjson.dumps(value)
+    except TypeError:  # ints beyond 64 bits, non-string keys
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _md5(blob: bytes | None) -> str | None:
+    return None if blob is None else hashlib.md5(blob, usedforsecurity=False).hexdigest()
 
 
 def contains(document: Any, pattern: Any) -> bool:
@@ -193,50 +213,97 @@ def sends_of(writes: Iterable[WriteRow], ns: str, checkpoint_id: str | None) -> 
 
 # ---- the cold tier's rows (PostgreSQL) -------------------------------------------------------
 
-def read_pg_thread(conn: psycopg.Connection, thread_id: str) -> ThreadRows:
-    """Every row of one thread in the checkpoint tables, bytes as stored."""
-    rows = ThreadRows(thread_id)
+def read_pg_threads(conn: psycopg.Connection, thread_ids: Sequence[str], *,
+                    digests: bool = False) -> dict[str, ThreadRows]:
+    """Every row of these threads in the checkpoint tables, bytes as stored (three queries in all).
+    ``digests``: each blob as its MD5, computed by the server (a verify needs no bytes sent back)."""
+    out = {tid: ThreadRows(tid) for tid in thread_ids}
+    ids = list(out)
+    blob = "md5(blob)" if digests else "blob"
     cur = conn.cursor(row_factory=tuple_row)
-    cur.execute("SELECT checkpoint_ns, checkpoint_id, parent_checkpoint_id, checkpoint, metadata, type "
-                "FROM checkpoints WHERE thread_id = %s", (thread_id,))
-    rows.checkpoints = [CheckpointRow(*r) for r in cur.fetchall()]
-    cur.execute("SELECT checkpoint_ns, channel, version, type, blob FROM checkpoint_blobs WHERE thread_id = %s",
-                (thread_id,))
-    rows.blobs = [BlobRow(*r) for r in cur.fetchall()]
-    cur.execute("SELECT checkpoint_ns, checkpoint_id, task_id, task_path, idx, channel, type, blob "
-                "FROM checkpoint_writes WHERE thread_id = %s", (thread_id,))
-    rows.writes = [WriteRow(*r) for r in cur.fetchall()]
-    return rows
+    set_json_loads(orjson.loads, cur)
+    cur.execute("SELECT thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, checkpoint, metadata, type "
+                "FROM checkpoints WHERE thread_id = ANY(%s)", (ids,))
+    for tid, *r in cur:
+        out[tid].checkpoints.append(CheckpointRow(*r))
+    cur.execute(f"SELECT thread_id, checkpoint_ns, channel, version, type, {blob} FROM checkpoint_blobs "
+                "WHERE thread_id = ANY(%s)", (ids,))
+    for tid, *r in cur:
+        out[tid].blobs.append(BlobRow(*r))
+    cur.execute(f"SELECT thread_id, checkpoint_ns, checkpoint_id, task_id, task_path, idx, channel, type, {blob} "
+                "FROM checkpoint_writes WHERE thread_id = ANY(%s)", (ids,))
+    for tid, *r in cur:
+        out[tid].writes.append(WriteRow(*r))
+    return out
+
+
+def read_pg_thread(conn: psycopg.Connection, thread_id: str) -> ThreadRows:
+    return read_pg_threads(conn, [thread_id])[thread_id]
+
+
+_LZ4_SESSIONS: weakref.WeakSet = weakref.WeakSet()
+_CHECKPOINT_TYPES = ["text", "text", "text", "text", "text", "jsonb", "jsonb"]
+
+
+def _jsonb(value: Any) -> Jsonb:
+    return Jsonb(value, dumps=lambda v: _dumps(v).decode())
+
+
+def write_pg_threads(conn: psycopg.Connection, threads: Iterable[ThreadRows]) -> None:
+    """Insert threads' rows as they are: one binary COPY per table (the caller's transaction decides)."""
+    threads = list(threads)
+    cur = conn.cursor()
+    if conn not in _LZ4_SESSIONS:
+        prefer_lz4(conn)
+        _LZ4_SESSIONS.add(conn)
+    with cur.copy("COPY checkpoints (thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, type, "
+                  "checkpoint, metadata) FROM STDIN (FORMAT BINARY)") as copy:
+        copy.set_types(_CHECKPOINT_TYPES)
+        for rows in threads:
+            for c in rows.checkpoints:
+                copy.write_row((rows.thread_id, c.ns, c.checkpoint_id, c.parent_id, c.type, _jsonb(c.checkpoint),
+                                _jsonb(c.metadata)))
+    with cur.copy("COPY checkpoint_blobs (thread_id, checkpoint_ns, channel, version, type, blob) "
+                  "FROM STDIN (FORMAT BINARY)") as copy:
+        copy.set_types(BINARY_TYPES["blobs"])
+        for rows in threads:
+            for b in rows.blobs:
+                copy.write_row((rows.thread_id, b.ns, b.channel, b.version, b.type, b.blob))
+    with cur.copy("COPY checkpoint_writes (thread_id, checkpoint_ns, checkpoint_id, task_id, task_path, idx, "
+                  "channel, type, blob) FROM STDIN (FORMAT BINARY)") as copy:
+        copy.set_types(BINARY_TYPES["writes"])
+        for rows in threads:
+            for w in rows.writes:
+                copy.write_row((rows.thread_id, w.ns, w.checkpoint_id, w.task_id, w.task_path, w.idx, w.channel,
+                                w.type, w.blob))
 
 
 def write_pg_thread(conn: psycopg.Connection, rows: ThreadRows) -> None:
-    """Insert a thread's rows as they are (COPY; the caller's transaction decides)."""
-    tid, cur = rows.thread_id, conn.cursor()
-    with cur.copy("COPY checkpoints (thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, type, "
-                  "checkpoint, metadata) FROM STDIN") as copy:
-        for c in rows.checkpoints:
-            copy.write_row((tid, c.ns, c.checkpoint_id, c.parent_id, c.type, Jsonb(c.checkpoint), Jsonb(c.metadata)))
-    with cur.copy("COPY checkpoint_blobs (thread_id, checkpoint_ns, channel, version, type, blob) FROM STDIN") as copy:
-        for b in rows.blobs:
-            copy.write_row((tid, b.ns, b.channel, b.version, b.type, b.blob))
-    with cur.copy("COPY checkpoint_writes (thread_id, checkpoint_ns, checkpoint_id, task_id, task_path, idx, "
-                  "channel, type, blob) FROM STDIN") as copy:
-        for w in rows.writes:
-            copy.write_row((tid, w.ns, w.checkpoint_id, w.task_id, w.task_path, w.idx, w.channel, w.type, w.blob))
+    write_pg_threads(conn, [rows])
+
+
+def pg_threads_with_rows(conn: psycopg.Connection, thread_ids: Sequence[str]) -> set[str]:
+    cur = conn.cursor(row_factory=tuple_row)
+    cur.execute("SELECT DISTINCT thread_id FROM checkpoints WHERE thread_id = ANY(%s) UNION "
+                "SELECT DISTINCT thread_id FROM checkpoint_writes WHERE thread_id = ANY(%s)",
+                (list(thread_ids), list(thread_ids)))
+    return {r[0] for r in cur}
 
 
 def has_pg_rows(conn: psycopg.Connection, thread_id: str) -> bool:
-    cur = conn.cursor(row_factory=tuple_row)
-    return any(cur.execute(f"SELECT EXISTS (SELECT 1 FROM {t} WHERE thread_id = %s)", (thread_id,)).fetchone()[0]
-               for t in ("checkpoints", "checkpoint_writes"))
+    return bool(pg_threads_with_rows(conn, [thread_id]))
+
+
+def delete_pg_threads(conn: psycopg.Connection, thread_ids: Sequence[str]) -> int:
+    deleted, cur = 0, conn.cursor()
+    for table in ("checkpoint_writes", "checkpoint_blobs", "checkpoints"):
+        cur.execute(f"DELETE FROM {table} WHERE thread_id = ANY(%s)", (list(thread_ids),))
+        deleted += cur.rowcount
+    return deleted
 
 
 def delete_pg_thread(conn: psycopg.Connection, thread_id: str) -> int:
-    deleted, cur = 0, conn.cursor()
-    for table in ("checkpoint_writes", "checkpoint_blobs", "checkpoints"):
-        cur.execute(f"DELETE FROM {table} WHERE thread_id = %s", (thread_id,))
-        deleted += cur.rowcount
-    return deleted
+    return delete_pg_threads(conn, [thread_id])
 
 
 def tuples_from_rows(codec: RowCodec, rows: ThreadRows, *, ns: str | None = None, checkpoint_id: str | None = None,

@@ -159,7 +159,8 @@ class _MoveGroupOperator(_TieringOperator):
         with self.cold() as conn:
             if as_bool(self.dry_run):
                 return jobs.dry_run_sizes(self.action, ids, lambda t: self.size(conn, hot, t))
-            summary = jobs.run_moves(self.action, ids, lambda t: self.move(conn, hot, archive, t), log=self.log.info)
+            summary = jobs.run_moves(self.action, ids, lambda group: self.move(conn, hot, archive, group),
+                                     log=self.log.info)
         for result, threads in summary["not_moved"].items():
             self.log.warning("%s: %s threads %s: %s", self.action, len(threads), result, threads[:10])
         return summary
@@ -185,10 +186,10 @@ class TieringDemoteOperator(_MoveGroupOperator):
     def size(self, conn, hot, tid):
         return _hot_size(hot, tid)
 
-    def move(self, conn, hot, archive, tid):
-        from include.checkpoint_core.tiering.moves import demote
+    def move(self, conn, hot, archive, group):
+        from include.checkpoint_core.tiering.moves import demote_group
 
-        return demote(conn, hot, tid)
+        return demote_group(conn, hot, group)
 
 
 class TieringArchiveOperator(_MoveGroupOperator):
@@ -199,10 +200,10 @@ class TieringArchiveOperator(_MoveGroupOperator):
     def size(self, conn, hot, tid):
         return _cold_size(conn, tid)
 
-    def move(self, conn, hot, archive, tid):
+    def move(self, conn, hot, archive, group):
         from include.checkpoint_core.tiering.moves import archive_thread
 
-        return archive_thread(conn, hot, archive, tid)
+        return [archive_thread(conn, hot, archive, t) for t in group]
 
 
 class TieringRehydrateOperator(_MoveGroupOperator):
@@ -216,10 +217,10 @@ class TieringRehydrateOperator(_MoveGroupOperator):
         e = directory.entry(conn, tid)
         return (e.checkpoints or 0, e.row_bytes or 0) if e else (0, 0)
 
-    def move(self, conn, hot, archive, tid):
+    def move(self, conn, hot, archive, group):
         from include.checkpoint_core.tiering.moves import rehydrate
 
-        return rehydrate(conn, hot, archive, tid)
+        return [rehydrate(conn, hot, archive, t) for t in group]
 
 
 class TieringCostReportOperator(_TieringOperator):
