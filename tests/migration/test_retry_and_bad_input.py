@@ -420,3 +420,16 @@ def test_preflight_finds_one_version_used_for_two_values(tmp_path, pg_dsn):
         conn.commit()
     plan = preflight.preflight(str(path), pg_dsn)
     assert plan["version_collisions"] == {"count": 1, "examples": [["t", "", "x", "2"]]}
+
+    # The migration keeps the latest checkpoint's copy (the one the thread resumes from), and
+    # verify accepts it: either copy is a row PostgresSaver could hold, and preflight said so.
+    from langgraph.checkpoint.postgres import PostgresSaver
+
+    from tests.migration.helpers import migrate, verify_full
+
+    migrate(path, pg_dsn, tmp_path / "art")
+    result = verify_full(tmp_path / "art", pg_dsn)
+    assert result["ok"], str(result)
+    with PostgresSaver.from_conn_string(pg_dsn) as pg:
+        latest = pg.get_tuple({"configurable": {"thread_id": "t", "checkpoint_ns": ""}})
+    assert latest.checkpoint["channel_values"]["x"] == [1, 99]

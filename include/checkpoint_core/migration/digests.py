@@ -50,6 +50,11 @@ def source_digests(conn: sqlite3.Connection, thread_ids: list[str], *, batch_siz
     Checkpoint documents are compared as the Python data the JSON is made from, skipping a
     serialise-and-parse round trip per row; ``settle_disagreements`` settles the few rows
     where that shortcut and the target disagree (e.g. a row JSONB had to refuse).
+
+    When checkpoints hold one channel version with different bytes (a set in another iteration
+    order, or a value LangGraph changed without a new version), PostgresSaver can keep only one
+    blob per version, so any of the source's copies is a faithful target row: the expected digest
+    is the set of them. Preflight names such version collisions before anything is written.
     """
     out: Digests = {"checkpoints": {}, "blobs": {}, "writes": {}}
     refs: dict[tuple, list[tuple]] = {}
@@ -67,10 +72,10 @@ def source_digests(conn: sqlite3.Connection, thread_ids: list[str], *, batch_siz
                 key = (thread_id, ns, channel, version)
                 digest = (type_, _sha(blob))
                 seen = out["blobs"].get(key)
-                if seen is not None and seen != digest and not isinstance(seen, frozenset):
-                    digest = _same_value_copies(conn, key, refs[key][0], seen, type_, blob, repair_nul)
-                elif isinstance(seen, frozenset):
-                    digest = seen
+                if isinstance(seen, frozenset):
+                    digest = seen | {digest}
+                elif seen is not None and seen != digest:
+                    digest = frozenset((seen, digest))
                 out["blobs"][key] = digest
                 refs.setdefault(key, []).append(row[2])
     for rows in iter_batches(conn, "writes", batch_size, thread_ids=thread_ids):
@@ -82,29 +87,6 @@ def source_digests(conn: sqlite3.Connection, thread_ids: list[str], *, batch_siz
                 continue
             out["writes"][(w[0], w[1], w[2], w[3], w[5])] = (w[4], w[6], w[7], _sha(w[8]))
     return out, rejected, refs
-
-
-def _same_value_copies(conn: sqlite3.Connection, key: tuple, first_checkpoint: str, first: tuple, type_: str,
-                       blob: bytes, repair_nul: bool) -> tuple | frozenset:
-    """Two checkpoints hold one channel version with different bytes. When both decode to the
-    same value (a set, whose msgpack order is its iteration order), either copy is faithful:
-    PostgresSaver keeps one per version, so the target may hold either. Otherwise the last copy
-    is expected, and verify names the row (preflight warned about such version collisions)."""
-    from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
-
-    thread_id, ns, channel, version = key
-    row = conn.execute(
-        "SELECT thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, type, checkpoint, metadata "
-        "FROM checkpoints WHERE thread_id = ? AND checkpoint_ns = ? AND checkpoint_id = ?",
-        (thread_id, ns, first_checkpoint)).fetchone()
-    _, blobs, _, _ = split_checkpoint(*row, repair_nul=repair_nul)
-    earlier = next(((t, b) for c, v, t, b in blobs if (c, v) == (channel, version)), None)
-    serde = JsonPlusSerializer()
-    try:
-        same = earlier is not None and serde.loads_typed(earlier) == serde.loads_typed((type_, blob))
-    except Exception:  # a value this process cannot decode cannot be shown equal
-        same = False
-    return frozenset((first, (type_, _sha(blob)))) if same else (type_, _sha(blob))
 
 
 def settle_disagreements(conn: sqlite3.Connection, want: Digests, have: Digests, refs: dict, *,
@@ -179,7 +161,7 @@ def target_digests(conn: psycopg.Connection, thread_ids: list[str]) -> Digests:
 
 
 def matches(expected, actual) -> bool:
-    """A frozenset holds equally faithful copies (``_same_value_copies``): any one of them matches."""
+    """A frozenset holds equally faithful copies (one version held with different bytes): any one matches."""
     return actual in expected if isinstance(expected, frozenset) else actual == expected
 
 

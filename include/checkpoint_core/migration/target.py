@@ -243,7 +243,7 @@ def transcode_rows(table: str, rows, *, repair_nul: bool = False) -> Transcoded:
     out: dict[str, list[tuple]] = {"checkpoints": [], "blobs": [], "writes": [], "store": []}
     rejects: list[tuple[str, str]] = []
     repairs: list[tuple[str, str]] = []
-    staged_blobs: set[tuple] = set()
+    staged_blobs: dict[tuple, tuple] = {}
     for row in rows:
         try:
             if table == "checkpoints":
@@ -253,13 +253,11 @@ def transcode_rows(table: str, rows, *, repair_nul: bool = False) -> Transcoded:
                 out["checkpoints"].append(
                     (cp.thread_id, cp.checkpoint_ns, cp.checkpoint_id, cp.parent_checkpoint_id, cp.checkpoint_json, cp.metadata_json)
                 )
-                # Consecutive checkpoints carry the same (channel, version) blob: stage it once, the
-                # first copy, as PostgresSaver's own ON CONFLICT DO NOTHING keeps it.
+                # Consecutive checkpoints carry the same (channel, version) blob: stage it once. The
+                # latest checkpoint's copy wins, so where two copies differ (a version collision,
+                # named by preflight) the checkpoint a thread resumes from keeps its own value.
                 for b in cp.blobs:
-                    key = (cp.thread_id, cp.checkpoint_ns, b[0], b[1])
-                    if key not in staged_blobs:
-                        staged_blobs.add(key)
-                        out["blobs"].append((*key, b[2], b[3]))
+                    staged_blobs[(cp.thread_id, cp.checkpoint_ns, b[0], b[1])] = (b[2], b[3])
             elif table == "writes":
                 out["writes"].append(transcode_write(row))
             else:
@@ -267,6 +265,7 @@ def transcode_rows(table: str, rows, *, repair_nul: bool = False) -> Transcoded:
                     ("prefix", "key", "value", "created_at", "updated_at", "expires_at", "ttl_minutes"), row))))
         except Rejected as exc:
             rejects.append((row_key(table, row), exc.reason))
+    out["blobs"] = [(*key, *value) for key, value in staged_blobs.items()]
     return Transcoded(out, rejects, repairs)
 
 

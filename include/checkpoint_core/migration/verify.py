@@ -58,6 +58,27 @@ def _differs(lite, post) -> str | None:
     return None
 
 
+def _version_collisions_only(lite, a, b) -> bool:
+    """Whether two tuples of a checkpoint differ only in channels that hold the same version with
+    a value another source checkpoint holds for that version: a version collision, where
+    PostgresSaver keeps one blob per version (preflight named it), not a copying error."""
+    va, vb = a.checkpoint.get("channel_values") or {}, b.checkpoint.get("channel_values") or {}
+    if {k: v for k, v in a.checkpoint.items() if k != "channel_values"} != \
+            {k: v for k, v in b.checkpoint.items() if k != "channel_values"}:
+        return False
+    versions = a.checkpoint.get("channel_versions") or {}
+    differing = [c for c in set(va) | set(vb) if va.get(c) != vb.get(c)]
+    if not differing or any(c not in versions or c not in vb for c in differing):
+        return False
+    conf = {"configurable": {k: a.config["configurable"][k] for k in ("thread_id", "checkpoint_ns")}}
+    copies: dict[str, list] = {c: [] for c in differing}
+    for other in lite.list(conf):
+        for c in differing:
+            if (other.checkpoint.get("channel_versions") or {}).get(c) == versions[c] and c in other.checkpoint["channel_values"]:
+                copies[c].append(other.checkpoint["channel_values"][c])
+    return all(vb[c] in copies[c] for c in differing)
+
+
 def semantic_check(snapshot: Path, target_dsn: str, threads: list[str], *, repair_nul: bool = False,
                    per_thread: int = SEMANTIC_CHECKPOINTS_PER_THREAD) -> list[dict]:
     """CheckpointTuples through both savers must be deep-equal (values decoded, so sets
@@ -79,6 +100,8 @@ def semantic_check(snapshot: Path, target_dsn: str, threads: list[str], *, repai
                 if repair_nul and a is not None:
                     a = a._replace(metadata=replace_nul(a.metadata)[0])
                 problem = "missing in target" if b is None else _differs(a, b)
+                if problem == "checkpoint" and _version_collisions_only(lite, a, b):
+                    problem = None
                 if problem:
                     problems.append({"thread_id": tid, "checkpoint_ns": ns, "checkpoint_id": cid,
                                      "problem": problem if b is None else f"{problem} differs"})

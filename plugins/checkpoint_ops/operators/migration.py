@@ -107,7 +107,8 @@ class MigrationPreflightOperator(_MigrationOperator):
                 self.log.warning("  %s %s: %s", r["table"], r["key"], r["reason"])
         if plan["version_collisions"]["count"]:
             self.log.warning("%s channel versions are used by one thread for two different values; PostgresSaver keeps "
-                             "one blob per version, so verify will name these rows, e.g. %s",
+                             "one blob per version, so the migration keeps the copy of the latest checkpoint holding "
+                             "it (the one the thread resumes from) and earlier checkpoints read that copy, e.g. %s",
                              plan["version_collisions"]["count"], plan["version_collisions"]["examples"][:3])
         self.log.info("Estimated time: import %ss, full verify %ss", plan["estimate_s"]["import"], plan["estimate_s"]["verify_full"])
         if as_bool(self.dry_run):
