@@ -198,6 +198,10 @@ def promote(conn: psycopg.Connection, hot: RedisRowSaver, archive: arc.ArchiveSt
         directory.lock(conn, thread_id)
         e = directory.entry(conn, thread_id)
         fence = hot.fence_of(thread_id)
+        if fence is not None and e is not None and e.tier in ("cold", "archive"):
+            # A move committed and has not yet dropped its fenced hot copy: that copy is stale.
+            hot.drop_thread(thread_id, fence)
+            fence = None
         if e is not None and e.tier == "archive":
             if archive is None:
                 raise arc.ArchiveUnavailable(f"thread {thread_id!r} is archived, and this saver has no archive")
