@@ -7,7 +7,11 @@
    migration when a PostgreSQL is at hand (AIRFLOW_CONN_CHECKPOINTS_POSTGRES, or a local server
    on 127.0.0.1:5432 that accepts user postgres, in which case a `checkpoint_ops_demo` database
    is created afresh); without one the migration is skipped and the summary says how to add it;
-4. print what was generated, what each DAG did, and how long it all took.
+4. tier the migrated threads (when PostgreSQL was at hand): a redis-server of the demo's own (or
+   AIRFLOW_CONN_CHECKPOINTS_REDIS) as the hot tier, the app continuing 20 threads through TieredSaver
+   (which brings them hot), 10 of them backdated as a day idle, then `checkpoint_tiering` demoting
+   those and archiving the threads older than 30 days into .demo/archive, with its cost table;
+5. print what was generated, what each DAG did, and how long it all took.
 
 Run it through `make demo`, which sets AIRFLOW_HOME, the DAG/plugin folders and the
 `checkpoints_sqlite` connection.
@@ -73,7 +77,63 @@ def run(cmd: list[str], *, capture: bool = False) -> subprocess.CompletedProcess
 
 
 REPORT_GLOBS = {"checkpoint_setup": "reports/checkpoint_setup/*/setup.json",
-                "checkpoint_migration": "migrations/*/report.json"}
+                "checkpoint_migration": "migrations/*/report.json",
+                "checkpoint_tiering": "reports/checkpoint_tiering/*/tiering.json"}
+ARCHIVE_DIR = DEMO_DIR / "archive"
+
+
+def ensure_redis() -> tuple[str, subprocess.Popen | None]:
+    """The hot tier: the configured connection, else a redis-server of the demo's own on a free port."""
+    import shutil
+    import socket
+
+    if os.environ.get("AIRFLOW_CONN_CHECKPOINTS_REDIS"):
+        conn = json.loads(os.environ["AIRFLOW_CONN_CHECKPOINTS_REDIS"])
+        return f"redis://{conn.get('host', '127.0.0.1')}:{conn.get('port', 6379)}/{conn.get('extra', {}).get('db', 0)}", None
+    exe = shutil.which("redis-server")
+    if exe is None:
+        raise SystemExit("the tiering step needs redis-server (make tools) or AIRFLOW_CONN_CHECKPOINTS_REDIS")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    time.sleep(0.5)
+    os.environ["AIRFLOW_CONN_CHECKPOINTS_REDIS"] = json.dumps({"conn_type": "redis", "host": "127.0.0.1", "port": port})
+    return f"redis://127.0.0.1:{port}/0", proc
+
+
+def app_on_tiered_saver(redis_url: str, threads: int = 20, idle: int = 10) -> dict:
+    """The app moves to TieredSaver and continues some migrated threads (which brings them hot);
+    half of those are then backdated a day in the hot tier's idle index, as if the app had left them."""
+    from psycopg.conninfo import make_conninfo
+
+    from include.checkpoint_core.postgres_store import open_postgres_pool
+    from include.checkpoint_core.tiering.hot import RedisRowSaver
+    from include.checkpoint_core.tiering.saver import TieredSaver
+    from include.sample_agent.graph import build_agent_graph, start_turn, thread_config
+
+    conn = json.loads(os.environ["AIRFLOW_CONN_CHECKPOINTS_POSTGRES"])
+    dsn = make_conninfo(host=conn["host"], port=conn["port"], user=conn["login"], dbname=conn["schema"],
+                        **({"password": conn["password"]} if conn.get("password") else {}))
+    pool = open_postgres_pool(dsn)
+    saver = TieredSaver(RedisRowSaver.from_url(redis_url), pool)
+    saver.setup()
+    graph = build_agent_graph(saver)
+    with pool.connection() as c:
+        ids = [r["thread_id"] for r in c.execute("SELECT DISTINCT thread_id FROM checkpoints ORDER BY 1 LIMIT %s",
+                                                 (threads * 2,))]
+    for tid in ids:
+        state = graph.get_state({"configurable": {"thread_id": tid}})
+        if state.next or len(saver.hot.hot_threads()) >= threads:  # paused or crashed threads stay as they are
+            continue
+        user = state.values.get("user_id", "demo")
+        start_turn(graph, thread_config(tid, user, "support"), user, "one more question, please")
+    hot = saver.hot.hot_threads()
+    backdated = int((time.time() - 2 * 86400) * 1e6)
+    saver.hot.client.zadd(saver.hot.threads_key, {t: backdated for t in hot[:idle]})
+    pool.close()
+    return {"continued": len(hot), "backdated": min(idle, len(hot))}
 
 
 def latest_report(dag_id: str) -> tuple[Path | None, dict]:
@@ -129,6 +189,21 @@ def main() -> int:
         results[dag_id] = {"path": path, "report": report}
         print(f"{dag_id}: success in {proc.seconds:.1f}s")
 
+    tiering = None
+    if postgres:
+        step("Tiering: TieredSaver in the app, then airflow dags test checkpoint_tiering")
+        redis_url, redis_proc = ensure_redis()
+        try:
+            app = app_on_tiered_saver(redis_url)
+            print(f"app on TieredSaver: {app['continued']} threads continued (now hot), {app['backdated']} backdated a day")
+            conf = {"archive": f"file://{ARCHIVE_DIR}", "demote_after_hours": 24, "archive_after_days": 30}
+            proc = run([airflow, "dags", "test", "checkpoint_tiering", "--conf", json.dumps(conf)], capture=True)
+            timings["checkpoint_tiering"] = proc.seconds
+            tiering = {"app": app, **dict(zip(("path", "report"), latest_report("checkpoint_tiering")))}
+        finally:
+            if redis_proc is not None:
+                redis_proc.terminate()
+
     step("Summary")
     rows = workload["rows"]
     print(f"checkpoint file      {SQLITE_FILE} ({SQLITE_FILE.stat().st_size / 1e6:.1f} MB)")
@@ -153,6 +228,14 @@ def main() -> int:
             print(f"  {store['conn_id']:<20} {store['store']}: {where}, changes: {', '.join(store['changes']) or 'none'}")
         if res["path"]:
             print(f"  report             {res['path']}")
+    if tiering:
+        from include.checkpoint_core.tiering.jobs import render_cost
+
+        report = tiering["report"]
+        moved = {k: v.get("outcomes", {}) for k, v in report.get("moves", {}).items()}
+        print(f"checkpoint_tiering   success: moves {moved}")
+        print("  " + render_cost(report).replace("\n", "\n  "))
+        print(f"  report             {tiering['path']}")
     print("timings              " + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))
     return 0
 
