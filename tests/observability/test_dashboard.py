@@ -39,6 +39,9 @@ REQUIRED_PANELS = {
     "Threads": "stat",
     "Largest checkpoint": "stat",
     "Health decision over time": "state-timeline",
+    "Monthly cost per tier": "timeseries",
+    "Bytes per tier": "timeseries",
+    "Threads per tier": "stat",
 }
 
 
@@ -315,6 +318,8 @@ def test_dashboard_has_the_panels_of_the_issue(dashboard):
     assert "checkpoint_health_decision" in decision["targets"][0]["expr"]
     mapped = {o["text"] for m in decision["fieldConfig"]["defaults"]["mappings"] for o in m["options"].values()}
     assert {"MIGRATE NOW", "MIGRATE SOON", "SQLite sufficient", "on PostgreSQL"} <= mapped
+    cost = " ".join(t["expr"] for t in panels["Monthly cost per tier"]["targets"])
+    assert "checkpoint_tier_monthly_cost_usd" in cost and "checkpoint_tier_all_hot_monthly_cost_usd" in cost
 
 
 def test_dashboard_is_importable_and_on_the_provisioned_datasource(dashboard):
