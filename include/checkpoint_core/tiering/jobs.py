@@ -79,6 +79,7 @@ def run_moves(action: str, thread_ids: list[str], move_group: Callable[[list[str
     counts: Counter[str] = Counter()
     named: dict[str, list[dict]] = {}
     totals = Counter()
+    objects: list[dict] = []
     started = time.monotonic()
     done = 0
     for group in chunk(thread_ids, batch):
@@ -87,6 +88,9 @@ def run_moves(action: str, thread_ids: list[str], move_group: Callable[[list[str
             if out.moved:
                 totals.update(checkpoints=out.checkpoints, writes=out.writes, row_bytes=out.row_bytes,
                               archive_bytes=out.archive_bytes)
+                if "key" in out.extra:
+                    objects.append({"thread_id": out.thread_id, "key": out.extra["key"], "sha256": out.extra["sha256"],
+                                    "bytes": out.archive_bytes, "checkpoints": out.checkpoints, "writes": out.writes})
             elif out.result not in ("gone", "not-eligible") or out.detail:
                 bucket = named.setdefault(out.result, [])
                 if len(bucket) < NAMED_LIMIT:
@@ -97,6 +101,7 @@ def run_moves(action: str, thread_ids: list[str], move_group: Callable[[list[str
             f"({rate:,.0f}/s), outcomes {dict(counts)}")
     seconds = time.monotonic() - started
     return {"action": action, "threads": len(thread_ids), "outcomes": dict(counts), "not_moved": named,
+            **({"objects": objects} if objects else {}),
             **dict(totals), "seconds": round(seconds, 3),
             "checkpoints_per_second": round(totals["checkpoints"] / seconds, 1) if seconds else None}
 

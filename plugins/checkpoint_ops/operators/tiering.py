@@ -163,7 +163,20 @@ class _MoveGroupOperator(_TieringOperator):
                                      log=self.log.info)
         for result, threads in summary["not_moved"].items():
             self.log.warning("%s: %s threads %s: %s", self.action, len(threads), result, threads[:10])
+        if summary.get("objects"):
+            summary["manifest"] = self.write_manifest(archive, context, summary.pop("objects"))
         return summary
+
+    def write_manifest(self, archive, context: Context, objects: list[dict]) -> str:
+        """The objects this task archived, beside them: the archive can be read without the directory."""
+        from checkpoint_ops.artifacts import safe_key
+        from include.checkpoint_core.tiering.archive import manifest
+
+        ti = context["ti"]
+        key = f"manifests/{safe_key(ti.run_id)}/{ti.task_id}-{max(ti.map_index, 0)}.json"
+        archive.put(key, manifest(objects))
+        self.log.info("Manifest of %s archived threads: %s/%s", len(objects), archive.describe(), key)
+        return key
 
 
 def _hot_size(hot, tid: str) -> tuple[int, int]:
