@@ -65,6 +65,11 @@ def test_connection_ids_match_the_dags(compose):
     url = env["AIRFLOW_VAR_CHECKPOINT_ARTIFACTS_URL"]
     assert url.startswith(f"s3://{hooks.ARTIFACTS_CONN_ID}@checkpoint-artifacts")
     assert "checkpoint-artifacts" in compose["services"]["minio-init"]["entrypoint"]
+    # The tiering archive is the same bucket, read the way checkpoint_tiering parses it.
+    from checkpoint_ops.operators.tiering import ARCHIVE_VARIABLE
+
+    archive = env[f"AIRFLOW_VAR_{ARCHIVE_VARIABLE.upper()}"]
+    assert archive.startswith(f"s3://{hooks.ARTIFACTS_CONN_ID}@checkpoint-artifacts/")
     # The stores the DAGs fall back to when their params name none are all provided.
     assert set(hooks.KNOWN_STORE_CONN_IDS) <= set(conns)
 
