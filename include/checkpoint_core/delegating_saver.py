@@ -28,6 +28,49 @@ from langgraph.checkpoint.base import (
 from langgraph.checkpoint.serde.base import SerializerProtocol
 
 
+class _DeleteForRuns:
+    def delete_for_runs(self, run_ids: Sequence[str]) -> None:
+        return self.inner.delete_for_runs(run_ids)
+
+    async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
+        return await self.inner.adelete_for_runs(run_ids)
+
+
+class _CopyThread:
+    def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        return self.inner.copy_thread(source_thread_id, target_thread_id)
+
+    async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        return await self.inner.acopy_thread(source_thread_id, target_thread_id)
+
+
+class _Prune:
+    def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        return self.inner.prune(thread_ids, strategy=strategy)
+
+    async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        return await self.inner.aprune(thread_ids, strategy=strategy)
+
+
+_CAPABILITIES = ((_DeleteForRuns, ("delete_for_runs", "adelete_for_runs")),
+                 (_CopyThread, ("copy_thread", "acopy_thread")),
+                 (_Prune, ("prune", "aprune")))
+_CLASSES: dict[tuple[type, tuple[type, ...]], type] = {}
+
+
+def _with_capabilities_of(cls: type, inner_type: type) -> type:
+    """``cls`` with the delegating methods of each extended capability ``inner_type`` implements."""
+    mixins = tuple(mixin for mixin, names in _CAPABILITIES
+                   if any(getattr(inner_type, n, None) is not getattr(BaseCheckpointSaver, n) for n in names))
+    if not mixins:
+        return cls
+    key = (cls, mixins)
+    if key not in _CLASSES:
+        _CLASSES[key] = type(cls.__name__, (*mixins, cls), {"__qualname__": cls.__qualname__,
+                                                             "__module__": cls.__module__})
+    return _CLASSES[key]
+
+
 def _accepts_task_path(method: Any) -> bool:
     try:
         return "task_path" in signature(method).parameters
@@ -36,7 +79,17 @@ def _accepts_task_path(method: Any) -> bool:
 
 
 class DelegatingSaver(BaseCheckpointSaver):
-    """Delegates every call to ``inner``; on its own it changes nothing."""
+    """Delegates every call to ``inner``; on its own it changes nothing.
+
+    It offers exactly the inner saver's capabilities: ``copy_thread``, ``prune`` and
+    ``delete_for_runs`` are methods of the wrapper's class only when the inner saver's class
+    implements them (LangGraph, and its conformance suite, detect a capability by the class
+    overriding the base method), so a wrapper never claims what the saver it wraps cannot do.
+    """
+
+    def __new__(cls, inner: BaseCheckpointSaver | None = None, *args: Any, **kwargs: Any):
+        # copy.copy() calls __new__ with the class alone: that class already has its capabilities.
+        return super().__new__(cls if inner is None else _with_capabilities_of(cls, type(inner)))
 
     def __init__(self, inner: BaseCheckpointSaver) -> None:
         # BaseCheckpointSaver.__init__ is not called: it would set a serde of our own, and every
@@ -129,15 +182,6 @@ class DelegatingSaver(BaseCheckpointSaver):
     ) -> Iterator[CheckpointTuple]:
         return self.inner.list(config, filter=filter, before=before, limit=limit)
 
-    def delete_for_runs(self, run_ids: Sequence[str]) -> None:
-        return self.inner.delete_for_runs(run_ids)
-
-    def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
-        return self.inner.copy_thread(source_thread_id, target_thread_id)
-
-    def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
-        return self.inner.prune(thread_ids, strategy=strategy)
-
     async def aget(self, config: RunnableConfig) -> Checkpoint | None:
         return await self.inner.aget(config)
 
@@ -154,15 +198,6 @@ class DelegatingSaver(BaseCheckpointSaver):
     ) -> AsyncIterator[CheckpointTuple]:
         async for item in self.inner.alist(config, filter=filter, before=before, limit=limit):
             yield item
-
-    async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
-        return await self.inner.adelete_for_runs(run_ids)
-
-    async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
-        return await self.inner.acopy_thread(source_thread_id, target_thread_id)
-
-    async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
-        return await self.inner.aprune(thread_ids, strategy=strategy)
 
     def get_delta_channel_history(
         self, *, config: RunnableConfig, channels: Sequence[str]

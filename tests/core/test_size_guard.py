@@ -249,12 +249,29 @@ def test_everything_but_the_writes_goes_to_the_inner_saver(saver):
             guard.prune(["keep"])
 
 
+EXTENDED = {"delete_for_runs", "adelete_for_runs", "copy_thread", "acopy_thread", "prune", "aprune"}
+
+
 def test_every_public_saver_method_is_delegated_explicitly():
-    """BaseCheckpointSaver's defaults would shadow the inner saver's overrides (no __getattr__ for them)."""
+    """BaseCheckpointSaver's defaults would shadow the inner saver's overrides (no __getattr__ for
+    them); the extended capabilities are delegated exactly when the inner saver has them."""
+
+    class Full(InMemorySaver):
+        pass
+
+    for name in EXTENDED:
+        setattr(Full, name, lambda self, *a, **k: None)
     public = {n for n in dir(BaseCheckpointSaver) if not n.startswith("_")}
-    mro = SizeGuardSaver.__mro__  # SizeGuardSaver and DelegatingSaver, not BaseCheckpointSaver's defaults
-    defined = set().union(*(vars(c) for c in mro[: mro.index(BaseCheckpointSaver)]))
-    assert public - defined == set()
+
+    def defined(saver):
+        mro = type(saver).__mro__  # the wrapper's classes, not BaseCheckpointSaver's defaults
+        return set().union(*(vars(c) for c in mro[: mro.index(BaseCheckpointSaver)]))
+
+    assert public - defined(SizeGuardSaver(Full())) == set()
+    bare = SizeGuardSaver(InMemorySaver())
+    missing = {n for n in EXTENDED if getattr(type(InMemorySaver()), n) is getattr(BaseCheckpointSaver, n)}
+    assert public - defined(bare) == missing
+    assert isinstance(bare, SizeGuardSaver) and type(bare).__name__ == "SizeGuardSaver"
 
 
 def test_wrapping_in_memory_saver_and_rewrapping():
