@@ -2,7 +2,9 @@
 
 Each wrapper runs over an async SqliteSaver and an async PostgresSaver, and must pass the base
 capabilities and offer exactly the extended ones its inner saver offers (the suite detects a
-capability by the class overriding the base method, and then runs its tests).
+capability by the class overriding the base method, and then runs its tests). OffloadSerializer
+is a serializer, so it runs as the savers' serde, with a threshold low enough (8 bytes) that the
+suite's values really go to the blob store.
 """
 
 from __future__ import annotations
@@ -18,7 +20,17 @@ from prometheus_client import CollectorRegistry
 from include.checkpoint_core.observability.metered import MeteredSaver
 from include.checkpoint_core.size_guard import SizeGuardSaver
 
+def _offloaded(inner):
+    from include.checkpoint_core.offload.blobs import LocalBlobStore
+    from include.checkpoint_core.offload.serializer import OffloadSerializer
+
+    inner.serde = OffloadSerializer(inner.serde, blobs=LocalBlobStore(OFFLOAD_DIR["path"]), threshold=8)
+    return inner
+
+
+OFFLOAD_DIR: dict[str, object] = {}
 WRAPPERS = {
+    "OffloadSerializer": _offloaded,
     "MeteredSaver": lambda inner: MeteredSaver(inner, registry=CollectorRegistry()),
     "SizeGuardSaver": lambda inner: SizeGuardSaver(inner),
     "MeteredSaver(SizeGuardSaver)": lambda inner: MeteredSaver(SizeGuardSaver(inner), registry=CollectorRegistry()),
@@ -41,6 +53,7 @@ def _inner(backend: str, sqlite_path, pg_dsn):
 def test_wrapper_passes_the_conformance_suite_with_the_inner_savers_capabilities(wrapper, backend, tmp_path,
                                                                                  request):
     pg_dsn = request.getfixturevalue("pg_dsn") if backend == "postgres" else None
+    OFFLOAD_DIR["path"] = tmp_path / "offloaded"
     counter = iter(range(1000))
     seen: dict[str, object] = {}
 
@@ -61,3 +74,5 @@ def test_wrapper_passes_the_conformance_suite_with_the_inner_savers_capabilities
     assert report.passed_all_base()
     assert seen["saver"].detected == seen["inner"].detected  # no more and no fewer than the inner saver
     assert report.passed_all()
+    if wrapper == "OffloadSerializer":
+        assert any((tmp_path / "offloaded").rglob("*")), "no value was offloaded: the suite did not exercise it"
