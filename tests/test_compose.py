@@ -66,7 +66,7 @@ def test_connection_ids_match_the_dags(compose):
     assert url.startswith(f"s3://{hooks.ARTIFACTS_CONN_ID}@checkpoint-artifacts")
     assert "checkpoint-artifacts" in compose["services"]["minio-init"]["entrypoint"]
     # The tiering archive is the same bucket, read the way checkpoint_tiering parses it.
-    from checkpoint_ops.operators.tiering import ARCHIVE_VARIABLE
+    from checkpoint_ops.locations import ARCHIVE_VARIABLE
 
     archive = env[f"AIRFLOW_VAR_{ARCHIVE_VARIABLE.upper()}"]
     assert archive.startswith(f"s3://{hooks.ARTIFACTS_CONN_ID}@checkpoint-artifacts/")

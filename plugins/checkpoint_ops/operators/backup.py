@@ -7,14 +7,8 @@ from typing import Any
 
 from airflow.sdk import Context
 
+from checkpoint_ops.locations import backup_folder
 from checkpoint_ops.operators.base import CheckpointOpsOperator, as_bool
-
-
-def backup_folder(conn_id: str):
-    """``<artifacts root>/backups/<conn id>``: local by default, S3 through ``checkpoint_artifacts``."""
-    from checkpoint_ops.artifacts import checked_artifacts_root, safe_key
-
-    return checked_artifacts_root() / "backups" / safe_key(conn_id)
 
 
 class CheckpointBackupOperator(CheckpointOpsOperator):
@@ -91,7 +85,7 @@ class CheckpointRestoreDrillOperator(CheckpointOpsOperator):
 
     def run(self, context: Context) -> dict[str, Any]:
         from checkpoint_ops.hooks import CheckpointStoreHook
-        from checkpoint_ops.operators.pruning import offload_blob_store
+        from checkpoint_ops.locations import offload_blob_store
         from include.checkpoint_core.backup import restore_drill
 
         admin = CheckpointStoreHook(self.scratch_conn_id or self.checkpoint_conn_id).get_target()

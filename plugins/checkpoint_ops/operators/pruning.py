@@ -7,6 +7,7 @@ from typing import Any
 
 from airflow.sdk import Context
 
+from checkpoint_ops.locations import OFFLOAD_VARIABLE, backup_folder, offload_blob_store
 from checkpoint_ops.operators.base import CheckpointOpsOperator, as_bool
 
 
@@ -110,32 +111,6 @@ class CheckpointSizeAuditOperator(CheckpointOpsOperator):
         return report
 
 
-OFFLOAD_VARIABLE = "checkpoint_blob_offload_url"
-
-
-def offload_blob_store():
-    """The app's offload bucket from the Variable ``checkpoint_blob_offload_url``
-    (``s3://<aws conn id>@<bucket>/<prefix>`` or ``file:///path``), or None when not configured."""
-    from urllib.parse import urlsplit
-
-    from airflow.sdk import Variable
-
-    url = Variable.get(OFFLOAD_VARIABLE, default=None)
-    if not url:
-        return None
-    from include.checkpoint_core.offload import LocalBlobStore, S3BlobStore
-
-    parts = urlsplit(url)
-    prefix = parts.path.strip("/") or "checkpoint-blobs"
-    if parts.scheme == "file":
-        return LocalBlobStore(parts.path)
-    if parts.scheme not in ("s3", "s3a") or not parts.hostname:
-        raise ValueError(f"{OFFLOAD_VARIABLE} must look like s3://<aws conn id>@<bucket>/<prefix> or file:///path, not {url!r}.")
-    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
-
-    return S3BlobStore(S3Hook(aws_conn_id=parts.username or "aws_default").get_conn(), parts.hostname, prefix)
-
-
 class CheckpointOffloadGcOperator(CheckpointOpsOperator):
     """Delete offloaded blobs that no store and no retained backup references, once older than
     the grace period.
@@ -171,7 +146,6 @@ class CheckpointOffloadGcOperator(CheckpointOpsOperator):
 
 def backup_references(conn_ids, log) -> set[str]:
     """Digests of the offloaded blobs referenced by every complete backup of these stores."""
-    from checkpoint_ops.operators.backup import backup_folder
     from include.checkpoint_core.backup import BackupFolderMissing, list_backups
     from include.checkpoint_core.backup.layout import OFFLOAD_REFS, read_json
 

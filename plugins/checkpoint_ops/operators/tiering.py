@@ -15,39 +15,13 @@ from typing import Any
 from airflow.sdk import Context
 
 from checkpoint_ops.hooks import POSTGRES_CONN_ID, PUSHGATEWAY_CONN_ID, REDIS_CONN_ID, http_service
+from checkpoint_ops.locations import ARCHIVE_VARIABLE, archive_store
 from checkpoint_ops.operators.base import CheckpointOpsOperator, as_bool
 from include.checkpoint_core.errors import CheckpointStoreError, StoreUnreachable
-
-ARCHIVE_VARIABLE = "checkpoint_archive_url"
 
 
 class TieringConfigError(CheckpointStoreError):
     hint = "Fix the param or connection named, then trigger a new run (a retry of this task would fail the same way)."
-
-
-def archive_store(url: str | None):
-    """The archive from ``s3://<aws conn id>@<bucket>/<prefix>`` or ``file:///path`` (the param, else the
-    Variable ``checkpoint_archive_url``); None when neither is set."""
-    from urllib.parse import urlsplit
-
-    from airflow.sdk import Variable
-
-    from include.checkpoint_core.tiering.archive import LocalArchive, S3Archive
-
-    url = (url or "").strip() or Variable.get(ARCHIVE_VARIABLE, default=None)
-    if not url:
-        return None
-    parts = urlsplit(url)
-    if parts.scheme == "file":
-        return LocalArchive(parts.path)
-    if parts.scheme not in ("s3", "s3a") or not parts.hostname:
-        raise TieringConfigError(f"archive {url!r} must look like s3://<aws conn id>@<bucket>/<prefix> or file:///path.")
-    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
-
-    store = S3Archive(S3Hook(aws_conn_id=parts.username or "aws_default").get_conn(), parts.hostname,
-                      parts.path.strip("/") or "checkpoint-archive")
-    store.check()
-    return store
 
 
 class _TieringOperator(CheckpointOpsOperator):
