@@ -60,7 +60,24 @@ def _classify(exc: psycopg.OperationalError, dsn: str) -> Exception:
         return DatabaseMissing(f"PostgreSQL at {where}: {msg}.")
     if any(m in text for m in settings_markers):
         return ConnectionSettingsWrong(f"PostgreSQL at {where}: {msg}.")
+    for markers, hint in _REFUSALS:
+        if any(m in text for m in markers):
+            # The server is running and answered: "check that it is running" would mislead.
+            return StoreUnreachable(f"PostgreSQL at {where} answered but refused the connection: {msg}.", hint=hint)
     return StoreUnreachable(f"cannot reach PostgreSQL at {where}: {msg}.")
+
+
+# Refusals from a server that is up, each with what to do; all are retried, as they pass.
+_REFUSALS = (
+    (("too many connections", "too many clients", "remaining connection slots"),
+     "The server is at its connection limit: the task retries. If it persists, raise max_connections or put a "
+     "pooler (PgBouncer) in front of it."),
+    (("is not currently accepting connections",),
+     "The database refuses new connections (ALLOW_CONNECTIONS false, or it is being dropped or renamed): the task "
+     "retries; if it persists, check the database's settings."),
+    (("starting up", "shutting down", "in recovery mode", "not yet accepting connections", "hot standby"),
+     "The server is starting, stopping or recovering: the task retries once it accepts connections."),
+)
 
 
 def connect_postgres(dsn: str, *, timeout_s: int = CONNECT_TIMEOUT_S, **kwargs) -> psycopg.Connection:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import uuid
 
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
@@ -161,3 +162,17 @@ def test_unparseable_connection_string_does_not_echo_it():
     with pytest.raises(errors.ConnectionSettingsWrong) as info:
         connect_postgres("postgresql://app:pa%zzword@db/x")
     assert "pa%zz" not in str(info.value)
+
+
+def test_a_database_refusing_connections_is_not_called_unreachable(pg_admin):
+    """The server answered: the hint names the refusal, not "check that the server is running"."""
+    name = f"cpo_noconn_{uuid.uuid4().hex[:8]}"
+    pg_admin.execute(f'CREATE DATABASE "{name}" ALLOW_CONNECTIONS false')
+    try:
+        dsn = make_conninfo(**{**conninfo_to_dict(pg_admin.info.dsn), "dbname": name})
+        with pytest.raises(errors.StoreUnreachable) as caught:
+            connect_postgres(dsn)
+        assert "answered but refused" in str(caught.value) and "not currently accepting" in str(caught.value)
+        assert "server is running" not in str(caught.value) and caught.value.retryable
+    finally:
+        pg_admin.execute(f'DROP DATABASE "{name}"')
