@@ -68,13 +68,14 @@ with DAG(
     **lifecycle_dag("health"),
     params={
         "store": Param(
-            "", type="string", pattern=r"^[A-Za-z0-9_.-]*$", title="Checkpoint store",
+            None, type=["null", "string"], pattern=r"^[A-Za-z0-9_.-]*$", title="Checkpoint store",
             description="Connection id of the store to evaluate. Empty: checkpoints_sqlite, or else the first "
             "defined store connection.",
         ),
         "auto_migrate": Param(
-            None, type=["null", "boolean"], title="Auto-migrate",
-            description="Trigger checkpoint_migration on MIGRATE NOW (once per store). Empty: as configured (off).",
+            "as configured", type="string", enum=["as configured", "on", "off"], title="Auto-migrate",
+            description="Trigger checkpoint_migration on MIGRATE NOW (once per store). 'as configured': the "
+            "checkpoint_health_config Variable's auto_migrate (off unless set there).",
         ),
         "migration_target": Param(
             None, type=["null", "string"], pattern=r"^[A-Za-z0-9_.-]+$", title="Migration target",
@@ -127,8 +128,9 @@ with DAG(
         checkpoint_conn_id=store,
         # The raw text: a Variable that is not JSON must fail the run, not read as "no settings".
         configured="{{ var.value.get('checkpoint_health_config', '') }}",
-        overrides={key: "{{ params.%s }}" % key for key in (
-            "auto_migrate", "migration_target", "app_servers", "error_rate_pct", "writes_per_second",
+        overrides={"auto_migrate": "{{ {'on': True, 'off': False}.get(params.auto_migrate) }}"} | {
+            key: "{{ params.%s }}" % key for key in (
+            "migration_target", "app_servers", "error_rate_pct", "writes_per_second",
             "max_app_servers", "sqlite_size_gb", "checkpoint_mb", "error_spike_factor", "error_spike_floor_pct",
             "min_errors", "window_minutes", "baseline_minutes", "largest_top_n", "prometheus_selector",
         )},

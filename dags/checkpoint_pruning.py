@@ -32,7 +32,9 @@ uuid6 checkpoint id (there is no created_at column).
   changed per run; the next run carries on. Running again is a no-op.
 * Space: SQLite gets a WAL checkpoint, incremental vacuum where enabled, and VACUUM when a quarter
   of the file is free (*vacuum* = `full` forces it, `off` skips it); PostgreSQL gets `VACUUM (ANALYZE)`.
-* **dry_run** runs every statement and rolls back: the report says what would go.
+* **dry_run** runs every statement and rolls back: the report says what would go. Triggering from the
+  form with its "Unpause" box ticked (the default) also unpauses the DAG, and its nightly runs prune for
+  real: untick it for a one-off dry run.
 
 **collect_offloaded_blobs** (when the app offloads large values with `OffloadSerializer` and the
 Variable `checkpoint_blob_offload_url` names the bucket, `s3://<aws conn id>@<bucket>/<prefix>`) deletes
@@ -77,7 +79,8 @@ with DAG(
         ),
         "dry_run": Param(
             False, type="boolean", title="Dry run",
-            description="Count what would be deleted, change nothing.",
+            description="Count what would be deleted, change nothing. Untick the form's \"Unpause\" box for a "
+            "one-off dry run: a DAG unpaused from the form also runs its nightly schedule, which prunes for real.",
         ),
         "vacuum": Param(
             "auto", type="string", enum=["auto", "full", "off"], title="Space reclaim",
@@ -129,11 +132,12 @@ with DAG(
         pruned, audited = list(pruned), {a["conn_id"]: a for a in audited}
         for r in pruned:
             a = audited.get(r["conn_id"], {})
+            space = "reclaims nothing (dry run)" if r["dry_run"] else f"reclaimed {r['bytes_reclaimed']:,} bytes"
             print(
                 f"{r['conn_id']:<24} {'DRY RUN ' if r['dry_run'] else ''}threads trimmed {r['threads_trimmed']:,} "
                 f"deleted {r['threads_deleted']:,} protected {r['threads_protected']:,}; checkpoints "
                 f"{r['checkpoints_deleted']:,} writes {r['writes_deleted']:,} blobs {r['blobs_deleted']:,}; "
-                f"reclaimed {r['bytes_before'] - r['bytes_after']:,} bytes in {r['seconds']}s; "
+                f"{space} in {r['seconds']}s; "
                 f"over {a.get('max_size', '?')}: {a.get('over_limit', '?')}"
             )
         summary = {"stores": pruned, "audit": list(audited.values()),

@@ -34,11 +34,11 @@ with DAG(
         "stores": stores_param("drill"),
         "min_age_hours": Param(24, type="number", minimum=0, title="Minimum backup age (hours)",
                                description="Drill the newest backup at least this old."),
-        "backup_id": Param("", type="string", pattern=r"^[A-Za-z0-9._-]*$", title="Backup id",
+        "backup_id": Param(None, type=["null", "string"], pattern=r"^[A-Za-z0-9._-]*$", title="Backup id",
                            description="Drill this backup instead of the newest old enough one. Empty: choose."),
         "sample_threads": Param(5, type="integer", minimum=0, maximum=1000, title="Threads to load",
                                 description="How many threads of the restore to load through the LangGraph saver."),
-        "scratch_conn_id": Param("", type="string", pattern=r"^[A-Za-z0-9_.-]*$", title="Scratch connection",
+        "scratch_conn_id": Param(None, type=["null", "string"], pattern=r"^[A-Za-z0-9_.-]*$", title="Scratch connection",
                                  description="PostgreSQL connection allowed to CREATE DATABASE for the scratch copy. "
                                  "Empty: the store's own connection."),
     },

@@ -58,7 +58,7 @@ with DAG(
                           title="Cold tier (PostgreSQL connection)",
                           description="The postgres connection id of the PostgresSaver database; it also holds "
                                       "the tier directory (checkpoint_ops_tiers)."),
-        "archive": Param("", type="string", title="Archive (S3 or folder)",
+        "archive": Param(None, type=["null", "string"], title="Archive (S3 or folder)",
                          description="s3://<aws conn id>@<bucket>/<prefix> or file:///path. Empty: the Variable "
                                      "checkpoint_archive_url; if that is unset too, nothing is archived."),
         "key_prefix": Param("checkpoint_ops", type="string", pattern=r"^[A-Za-z0-9_.:-]+$", title="Redis key prefix",
@@ -75,7 +75,8 @@ with DAG(
         "rehydrate": Param([], type="array", items={"type": "string"}, title="Rehydrate threads",
                            description="Thread ids to bring back from the archive to PostgreSQL in this run."),
         "dry_run": Param(False, type="boolean", title="Dry run",
-                         description="Plan and measure what would move; change nothing."),
+                         description="Plan and measure what would move; change nothing. Untick the form's "
+                                     "\"Unpause\" box for a one-off dry run: unpaused, the hourly schedule moves for real."),
         "price_hot": Param(12.0, type="number", minimum=0, title="Hot tier price ($/GB-month)",
                            description=f"Redis memory. Default: a managed cache node's memory. {PRICE_DOC}"),
         "price_cold": Param(0.25, type="number", minimum=0, title="Cold tier price ($/GB-month)",

@@ -68,3 +68,18 @@ def test_parsing_does_no_work(path, tmp_path):
     heavy = [m for m in out["new_modules"] if m.split(".")[0] in HEAVY or m in HEAVY]
     assert heavy == [], f"{path.name} imports at parse time: {heavy[:10]}"
     assert not missing_file.exists()
+
+
+def test_every_trigger_form_submits_with_its_defaults(dagbag):
+    """The UI's Trigger button stays disabled while a required field is empty: every param either has
+    a real default that validates, or is nullable (the form shows it empty and it means "as configured")."""
+    for dag_id, dag in dagbag.dags.items():
+        dag.params.validate()
+        for name in dag.params:
+            param = dag.params.get_param(name)
+            types = param.schema.get("type")
+            types = types if isinstance(types, list) else [types]
+            if param.value in (None, ""):
+                assert "null" in types, f"{dag_id}.{name}: an empty default needs a nullable type"
+            if "boolean" in types:
+                assert "null" not in types, f"{dag_id}.{name}: a toggle cannot show 'empty'; use an enum"

@@ -81,14 +81,14 @@ def test_auto_migrate_triggers_the_migration_once(fresh_dag, wired):
     from airflow.models.dagrun import DagRun
     from airflow.utils.session import create_session
 
-    dr, states = _run(fresh_dag, app_servers=2, auto_migrate=True)
+    dr, states = _run(fresh_dag, app_servers=2, auto_migrate="on")
     assert states["trigger_migration"] == "success"
     with create_session() as session:
         runs = session.query(DagRun).filter_by(dag_id="checkpoint_migration",
                                                run_id="auto__checkpoint_health__checkpoints_sqlite").all()
         assert len(runs) == 1
         assert runs[0].conf == {"source": "checkpoints_sqlite", "target": "checkpoints_postgres"}
-    dr, states = _run(fresh_dag, app_servers=2, auto_migrate=True)
+    dr, states = _run(fresh_dag, app_servers=2, auto_migrate="on")
     assert states["trigger_migration"] == "skipped"  # that run exists already: never a second migration
 
 

@@ -96,6 +96,8 @@ class PruneReport:
         self.seconds = round(time.perf_counter() - self._started, 3)
         d = asdict(self)
         d.pop("_started")
-        d["bytes_reclaimed"] = self.bytes_before - self.bytes_after
+        # A dry run rolls back, so it frees nothing (and its rolled-back work can grow the files); a
+        # real run on PostgreSQL frees pages for reuse without shrinking the files until VACUUM FULL.
+        d["bytes_reclaimed"] = 0 if self.dry_run else max(0, self.bytes_before - self.bytes_after)
         d["rate_checkpoints_per_s"] = round(self.checkpoints_deleted / self.seconds, 1) if self.seconds else 0.0
         return d

@@ -93,7 +93,7 @@ class CheckpointRestoreDrillOperator(CheckpointOpsOperator):
             backup_folder(self.checkpoint_conn_id),
             admin_dsn=admin.location if admin.kind == "postgres" else None,
             min_age_hours=float(self.min_age_hours),
-            backup_id=str(self.backup_id) or None,
+            backup_id=str(self.backup_id) if self.backup_id else None,
             sample_threads=int(self.sample_threads),
             log=self.log.info,
             blobs=offload_blob_store(),  # a backup of offloaded values is only whole with its blobs
