@@ -11,6 +11,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from checkpoint_ops.hooks import CheckpointStoreHook
 from checkpoint_ops.operators.migration import migration_folder
+from include.checkpoint_core.errors import CheckpointStoreError
 
 log = logging.getLogger(__name__)
 STEPS = ("preflight", "snapshot", "export", "import_batches", "settle_rejects", "verify", "catch_up")
@@ -22,6 +23,16 @@ def _pull(ti, task_id: str) -> Any:
         # A mapped task's XComs come back as a sequence, or as the one value when it mapped once.
         value = [value] if isinstance(value, dict) else [v for v in value if v is not None]
     return value
+
+
+def _advice(step: str) -> str:
+    """What to do about the first step that did not finish: a new run, or a clear of that task."""
+    if step == "preflight":
+        return ("preflight checks the params and connections: if its log names a wrong param, a missing connection "
+                "or a source that is not a checkpoint file, trigger a new run with that fixed (clearing would read "
+                "the same params); if a store was down, clear preflight once it is back.")
+    return (f"Open {step}'s log for the cause; once it is fixed (a server back, space freed), clear {step}: "
+            "finished steps and committed batches are not redone.")
 
 
 def build_and_store_report(ti, dag_run, params: dict) -> dict:
@@ -39,14 +50,22 @@ def build_and_store_report(ti, dag_run, params: dict) -> dict:
                               "finished_steps": [s for s in STEPS if results.get(s)], "unfinished_steps": unfinished,
                               "preflight": results["preflight"], "verify": results["verify"]}
     folder = migration_folder(migration_id)
+    target_error = None
     if not dry_run and results["preflight"]:
-        dsn = CheckpointStoreHook(str(params["target"])).get_target().location
-        with connect_postgres(dsn) as pg:
-            exists = pg.execute("SELECT to_regclass('checkpoint_ops_migration_batches') IS NOT NULL AS ok").fetchone()["ok"]
-            batches = imported_batches(pg, migration_id) if exists else {}
-            rejects = rejects_for(pg, migration_id) if exists else []
-            threads = rejected_threads(pg, migration_id) if exists else []
-            repairs = repairs_for(pg, migration_id) if exists else []
+        try:
+            dsn = CheckpointStoreHook(str(params["target"])).get_target().location
+            with connect_postgres(dsn) as pg:
+                exists = pg.execute("SELECT to_regclass('checkpoint_ops_migration_batches') IS NOT NULL AS ok").fetchone()["ok"]
+                batches = imported_batches(pg, migration_id) if exists else {}
+                rejects = rejects_for(pg, migration_id) if exists else []
+                threads = rejected_threads(pg, migration_id) if exists else []
+                repairs = repairs_for(pg, migration_id) if exists else []
+        except CheckpointStoreError as exc:
+            # The report needs the target only for its per-table counts: say so, and report the rest.
+            target_error = str(exc)
+            log.warning("The target cannot be read (%s); the per-table counts are left out of this report.", exc)
+            batches, rejects, threads, repairs = {}, [], [], []
+        report["target_unavailable"] = target_error
         rows = summarize(batches, results["catch_up"])
         seconds = sum((r or {}).get("duration_s", 0.0) for r in (results["import_batches"] or []))
         table = render(rows, seconds)
@@ -93,12 +112,11 @@ def build_and_store_report(ti, dag_run, params: dict) -> dict:
     report["generated_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     (folder / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True, default=str))
     report["report_file"] = str(folder / "report.json")
+    log.info("Steps finished: %s; not finished: %s", ", ".join(report["finished_steps"]) or "none",
+             ", ".join(unfinished) or "none")
     if unfinished:
-        raise AirflowFailException(
-            f"migration {migration_id} did not finish: {', '.join(unfinished)} failed or did not run. "
-            f"Fix the cause named in that task's log, then clear it: finished steps are not redone. "
-            f"Report: {report['report_file']}"
-        )
+        raise AirflowFailException(f"migration {migration_id} did not finish: {', '.join(unfinished)} failed or did "
+                                   f"not run. {_advice(unfinished[0])} Report: {report['report_file']}")
     summary = {k: report[k] for k in ("migration_id", "dry_run", "report_file") if k in report}
     summary.update({k: report.get(k) for k in ("tables", "rejected_rows", "rejected_file", "catch_up", "repaired_rows")})
     summary["rejected_threads"] = (report.get("rejected_threads") or {}).get("count")
