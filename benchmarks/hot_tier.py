@@ -50,7 +50,6 @@ repeated in 50 documents is stored once, while MEMORY USAGE counts it in each do
 from __future__ import annotations
 
 import argparse
-import hashlib
 import logging
 import operator
 import os
@@ -66,15 +65,15 @@ from pathlib import Path
 from typing import Annotated, Any, TypedDict
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+for _path in (str(ROOT), str(ROOT / "benchmarks")):
+    if _path not in sys.path:
+        sys.path.insert(0, _path)
+
+from rich_workload import _h, big_bytes, prose  # noqa: E402  (the same deterministic content helpers)
 
 BIG_VALUE_BYTES = 2 * 1024 * 1024
 BIG_EVERY = 25  # threads i % 25 == 7 get the 2 MB attachment at turn M // 2
 RESEARCH_SHARE = 0.4
-WORDS = ("order", "invoice", "shipment", "account", "policy", "warranty", "refund", "customer", "delivery",
-         "tracking", "payment", "support", "return", "address", "status", "update", "ticket", "region",
-         "latency", "webhook", "token", "quota", "contract", "renewal")
 TOOLS = ("lookup_order", "search_kb", "get_invoice", "track_shipment", "check_quota")
 
 
@@ -86,31 +85,6 @@ class ToolCallRecord:
     args: dict[str, Any]
     latency_ms: int
     ok: bool
-
-
-def _h(*parts: Any) -> int:
-    return int.from_bytes(hashlib.blake2b("|".join(map(str, parts)).encode(), digest_size=8).digest(), "big")
-
-
-def prose(seed: Any, size: int) -> str:
-    rng = random.Random(_h("prose", seed))
-    out, n = [], 0
-    while n < size:
-        w = WORDS[rng.randrange(len(WORDS))]
-        out.append(w)
-        n += len(w) + 1
-    return " ".join(out)
-
-
-def big_bytes(seed: Any, size: int) -> bytes:
-    """Incompressible deterministic bytes (an uploaded file)."""
-    block = hashlib.sha256(str(seed).encode()).digest()
-    out = bytearray()
-    counter = 0
-    while len(out) < size:
-        out += hashlib.blake2b(block + counter.to_bytes(8, "big"), digest_size=64).digest()
-        counter += 1
-    return bytes(out[:size])
 
 
 def merge_scores(a: dict | None, b: dict | None) -> dict:

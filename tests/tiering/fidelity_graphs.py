@@ -167,18 +167,8 @@ def crash_then_resume(checkpointer, tid: str, between) -> tuple:
     return after_crash, calls, graph.get_state(config).values, shape(graph, config)
 
 
-CUSTOM = """from dataclasses import dataclass
-from pydantic import BaseModel
-
-@dataclass
-class Order:
-    order_id: int
-    items: list
-
-class Customer(BaseModel):
-    name: str
-    tier: str
-"""
+# The app's own classes, in a module the worker cannot import: the migration's fidelity suite's.
+from tests.migration.test_fidelity import CUSTOM_TYPES as CUSTOM  # noqa: E402
 
 
 class Unimportable:

@@ -18,9 +18,8 @@ zset of hot thread ids scored by last write time: the planner's idle index.
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,6 +45,7 @@ from include.checkpoint_core.tiering.rows import (
     contains,
     sends_of,
 )
+from include.checkpoint_core.tiering.threaded_async import AsyncInThread
 
 SEP = "\0"
 FENCED, ABSENT, OK = -1, -2, 1
@@ -200,7 +200,7 @@ def _pairs(flat: list) -> list[tuple]:
     return list(zip(flat[::2], flat[1::2]))
 
 
-class RedisRowSaver(BaseCheckpointSaver):
+class RedisRowSaver(AsyncInThread, BaseCheckpointSaver):
     """A checkpointer on plain Redis whose rows are PostgresSaver's (sync; async runs in a thread).
 
     Standalone it is a complete saver; ``TieredSaver`` drives its fenced, per-thread primitives.
@@ -461,25 +461,6 @@ class RedisRowSaver(BaseCheckpointSaver):
     def delete_thread(self, thread_id: str) -> None:
         self.drop_thread(str(thread_id))
 
-    async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
-        return await asyncio.to_thread(self.get_tuple, config)
-
-    async def alist(self, config: RunnableConfig | None, *, filter: dict[str, Any] | None = None,
-                    before: RunnableConfig | None = None, limit: int | None = None) -> AsyncIterator[CheckpointTuple]:
-        for item in await asyncio.to_thread(lambda: list(self.list(config, filter=filter, before=before,
-                                                                   limit=limit))):
-            yield item
-
-    async def aput(self, config: RunnableConfig, checkpoint: Checkpoint, metadata: CheckpointMetadata,
-                   new_versions: ChannelVersions) -> RunnableConfig:
-        return await asyncio.to_thread(self.put, config, checkpoint, metadata, new_versions)
-
-    async def aput_writes(self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str,
-                          task_path: str = "") -> None:
-        await asyncio.to_thread(self.put_writes, config, writes, task_id, task_path)
-
-    async def adelete_thread(self, thread_id: str) -> None:
-        await asyncio.to_thread(self.delete_thread, thread_id)
 
 
 def _newest_first(streams, limit: int | None) -> Iterator[CheckpointTuple]:

@@ -14,9 +14,8 @@ not offered, because the tiers do not share them.
 
 from __future__ import annotations
 
-import asyncio
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from langchain_core.runnables import RunnableConfig
@@ -35,11 +34,12 @@ from include.checkpoint_core.tiering import archive as arc
 from include.checkpoint_core.tiering import directory, moves
 from include.checkpoint_core.tiering.hot import FENCED, OK, HotTierFenced, RedisRowSaver, _member, _newest_first
 from include.checkpoint_core.tiering.rows import delete_pg_thread, tuples_from_rows
+from include.checkpoint_core.tiering.threaded_async import AsyncInThread
 
 _ATTEMPTS = 8
 
 
-class TieredSaver(BaseCheckpointSaver):
+class TieredSaver(AsyncInThread, BaseCheckpointSaver):
     def __init__(self, hot: RedisRowSaver, pool: ConnectionPool, archive: arc.ArchiveStore | None = None, *,
                  archive_cache: int = 64) -> None:
         super().__init__(serde=hot.serde)
@@ -191,26 +191,6 @@ class TieredSaver(BaseCheckpointSaver):
         if e is not None and e.archive_key and self.archive is not None:
             self.archive.delete(e.archive_key)
 
-    # ---- async: the sync methods in a worker thread ------------------------------------------
-    async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
-        return await asyncio.to_thread(self.get_tuple, config)
-
-    async def alist(self, config: RunnableConfig | None, *, filter: dict[str, Any] | None = None,
-                    before: RunnableConfig | None = None, limit: int | None = None) -> AsyncIterator[CheckpointTuple]:
-        for item in await asyncio.to_thread(lambda: list(self.list(config, filter=filter, before=before,
-                                                                   limit=limit))):
-            yield item
-
-    async def aput(self, config: RunnableConfig, checkpoint: Checkpoint, metadata: CheckpointMetadata,
-                   new_versions: ChannelVersions) -> RunnableConfig:
-        return await asyncio.to_thread(self.put, config, checkpoint, metadata, new_versions)
-
-    async def aput_writes(self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str,
-                          task_path: str = "") -> None:
-        await asyncio.to_thread(self.put_writes, config, writes, task_id, task_path)
-
-    async def adelete_thread(self, thread_id: str) -> None:
-        await asyncio.to_thread(self.delete_thread, thread_id)
 
 
 __all__ = ["TieredSaver"]
