@@ -19,7 +19,7 @@ export CHECKPOINT_OPS_DEMO_DIR ?= $(ROOT)/.demo
 # The embedded default store: a SQLite checkpoint file under .demo/ (override to point elsewhere).
 export AIRFLOW_CONN_CHECKPOINTS_SQLITE ?= {"conn_type": "sqlite", "host": "$(CHECKPOINT_OPS_DEMO_DIR)/checkpoints.sqlite"}
 
-.PHONY: install tools demo test ui bench bench-migration bench-pruning bench-metadata bench-offload bench-metered bench-tiering bench-hot-tier clean
+.PHONY: install tools demo test ui bench bench-migration bench-pruning bench-metadata bench-offload bench-metered bench-tiering bench-hot-tier bench-executor clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -59,6 +59,9 @@ bench-offload: install
 
 bench-metered: install
 	$(BIN)/python benchmarks/metered_overhead.py
+
+bench-executor: install
+	$(BIN)/python benchmarks/migration_executor.py
 
 bench-tiering: install tools
 	$(BIN)/python benchmarks/tiering.py

@@ -37,7 +37,7 @@ TARGETS = ("parallel", "kill", "s3")
 RUN_TIMEOUT = 300
 PARALLEL_CONF = {"batch_size": 1000, "batches_per_task": 8, "verify_mode": "full", "verify_threads_per_task": 100}
 
-pytestmark = pytest.mark.timeout(900)
+pytestmark = [pytest.mark.live, pytest.mark.timeout(900)]
 
 
 @dataclass
