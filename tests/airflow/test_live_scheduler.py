@@ -134,30 +134,6 @@ def _assert_verified(live: Live, run_id: str, target: str) -> dict:
     return summary
 
 
-def test_mapped_tasks_run_in_parallel_under_local_executor(live):
-    run_id, wall = live.run("parallel", PARALLEL_CONF)
-
-    imports, verifies = live.mapped(run_id, "import_batches"), live.mapped(run_id, "verify_threads")
-    assert len(imports) >= 4 and len(verifies) >= 2, (len(imports), len(verifies))
-    assert all(ti["state"] == "success" and ti["try_number"] == 1 for ti in imports + verifies)
-    overlapping = _overlaps(imports)
-    for ti in imports + verifies:
-        print(f"  {ti['task_id']}[{ti['map_index']}] pid {ti['pid']}: {ti['start_date']:%H:%M:%S.%f} -> "
-              f"{ti['end_date']:%H:%M:%S.%f} ({ti['duration']:.2f}s)")
-    print(f"  overlapping import instances: {overlapping}")
-    assert overlapping, "no two mapped import task instances ran at the same time"
-    assert len({ti["pid"] for ti in imports}) == len(imports), "each task instance runs in a process of its own"
-    everything = [ti for ti in live.airflow.task_instances(DAG_ID, run_id) if ti["start_date"] and ti["end_date"]
-                  and ti["pid"]]
-    assert _max_concurrency(everything) <= 2, "never more task processes at once than [core] parallelism"
-
-    summary = _assert_verified(live, run_id, "parallel")
-    report_file = Path(summary["report_file"])
-    assert report_file.is_relative_to(live.airflow.home / "checkpoint-artifacts" / "migrations")
-    report = json.loads(report_file.read_text())
-    assert report["verify"]["ok"] and report["verify"]["mode"] == "full"
-
-
 def test_a_task_process_killed_mid_import_is_retried_and_the_run_converges(live):
     airflow = live.airflow
     scheduler_tree: set[int] = set()
@@ -230,7 +206,9 @@ def _committed(dsn: str, run_id: str, group: list[dict]) -> int:
     return len(wanted & set(rows))
 
 
-def test_artifacts_on_s3_are_shared_between_task_processes(live):
+def test_mapped_tasks_run_in_parallel_processes_sharing_artifacts_on_s3(live):
+    """One run shows both: mapped instances overlap, each in a process of its own, within
+    [core] parallelism; and the batches one process wrote to S3 are read by the others."""
     import boto3
 
     bucket = f"cpo-live-{uuid.uuid4().hex[:10]}"
@@ -245,8 +223,19 @@ def test_artifacts_on_s3_are_shared_between_task_processes(live):
         live.airflow.delete_variable("checkpoint_artifacts_url")
 
     (export,) = live.airflow.task_instances(DAG_ID, run_id, "export")
-    imports = live.mapped(run_id, "import_batches")
-    assert len(imports) >= 4 and all(ti["state"] == "success" for ti in imports)
+    imports, verifies = live.mapped(run_id, "import_batches"), live.mapped(run_id, "verify_threads")
+    assert len(imports) >= 4 and len(verifies) >= 2, (len(imports), len(verifies))
+    assert all(ti["state"] == "success" and ti["try_number"] == 1 for ti in imports + verifies)
+    overlapping = _overlaps(imports)
+    for ti in imports + verifies:
+        print(f"  {ti['task_id']}[{ti['map_index']}] pid {ti['pid']}: {ti['start_date']:%H:%M:%S.%f} -> "
+              f"{ti['end_date']:%H:%M:%S.%f} ({ti['duration']:.2f}s)")
+    print(f"  overlapping import instances: {overlapping}")
+    assert overlapping, "no two mapped import task instances ran at the same time"
+    assert len({ti["pid"] for ti in imports}) == len(imports), "each task instance runs in a process of its own"
+    everything = [ti for ti in live.airflow.task_instances(DAG_ID, run_id) if ti["start_date"] and ti["end_date"]
+                  and ti["pid"]]
+    assert _max_concurrency(everything) <= 2, "never more task processes at once than [core] parallelism"
     print(f"  export: pid {export['pid']} on {export['hostname']}; import_batches: "
           + ", ".join(f"pid {ti['pid']} on {ti['hostname']}" for ti in imports))
     assert export["pid"] not in {ti["pid"] for ti in imports}, "the batches were read by other processes"
