@@ -107,9 +107,12 @@ def postgres_references_in(conn, into: set[str]) -> int:
     the very snapshot it dumps, so its list matches its rows exactly."""
     count = 0
     for table, column in POSTGRES_COLUMNS:
-        cur = conn.execute(f"SELECT type, {column} AS data FROM {table} WHERE " + _WHERE.format(p="%s", p2="%s"), _PARAMS)
-        rows = ((r["type"], r["data"]) if isinstance(r, dict) else tuple(r) for r in cur)
-        count += _add_references(rows, f"table {table}", into)
+        # Server-side, in pages, as the GC reads them: a million references stay out of memory.
+        with conn.cursor(name=f"offload_refs_{table}") as cur:
+            cur.itersize = 5_000
+            cur.execute(f"SELECT type, {column} AS data FROM {table} WHERE " + _WHERE.format(p="%s", p2="%s"), _PARAMS)
+            rows = ((r["type"], r["data"]) if isinstance(r, dict) else tuple(r) for r in cur)
+            count += _add_references(rows, f"table {table}", into)
     return count
 
 
