@@ -18,7 +18,6 @@ from typing import Any
 import psycopg
 from psycopg.rows import tuple_row
 
-from include.checkpoint_core.tiering import archive as arc
 from include.checkpoint_core.tiering import directory, moves
 from include.checkpoint_core.tiering.hot import RedisRowSaver
 
