@@ -9,7 +9,9 @@ exercises what real agents put into checkpoint storage:
   reducer channel, so a crash in one leaves the other's pending writes behind;
 - a static ``interrupt_before=["execute_action"]`` and a dynamic ``interrupt()`` for
   actions that need a human's approval;
-- cross-thread memories in a LangGraph store (when one is given);
+- cross-thread memory in a LangGraph store (when one is given): facts a user states (name,
+  plan, open tickets, preferences) are kept under ``("users", <user_id>, "facts")`` and
+  change the replies of that user's later threads (``memory.py``);
 - metadata tags ``user_id`` and ``session_type`` (``step`` is added by LangGraph).
 """
 
@@ -29,6 +31,8 @@ from langgraph.graph.message import add_messages
 from langgraph.prebuilt import ToolNode
 from langgraph.runtime import Runtime
 from langgraph.types import interrupt
+
+from include.sample_agent import memory
 
 INTERRUPT_BEFORE = ["execute_action"]
 # Refunds above this need a human's explicit approval (the dynamic interrupt).
@@ -185,14 +189,22 @@ def respond(state: AgentState) -> dict:
     outcome = state.get("outcome") or "answered"
     if state.get("action") is None:
         outcome = "answered"
-    reply = AIMessage(content=f"Done: {outcome}. Notes: {state.get('notes', '')[:160]}")
     try:
         store = get_store()
     except RuntimeError:
         store = None
+    known = ""
     if store is not None and state.get("user_id"):
+        human = [m for m in state["messages"] if isinstance(m, HumanMessage)]
+        text = str(human[-1].content) if human else ""
+        # Facts go to the Store, not to state: a new thread of this user sees them, and the
+        # checkpoints stay small however much the agent learns.
+        memory.remember(store, state["user_id"], text)
+        known = memory.greeting(memory.recall(store, state["user_id"], query=text))
         store.put(("memories", state["user_id"]), f"turn-{state.get('turns', 0)}",
                   {"intent": state.get("intent"), "outcome": outcome})
+    reply = AIMessage(content=f"Done: {outcome}. " + (f"{known}. " if known else "")
+                      + f"Notes: {state.get('notes', '')[:160]}")
     return {"messages": [reply], "outcome": outcome}
 
 
