@@ -6,7 +6,7 @@ import pytest
 
 from include.checkpoint_core.stores import StoreTarget, setup_store
 from tests.conftest import open_saver
-from tests.memory.helpers import TTL_NS, put_ttl_items, teach
+from tests.memory.helpers import age_expired_item, put_ttl_items, teach
 
 
 def make_app_store(target: StoreTarget) -> StoreTarget:
@@ -15,14 +15,7 @@ def make_app_store(target: StoreTarget) -> StoreTarget:
         store.setup()
         teach(saver, store)
         put_ttl_items(store)
-    if target.kind == "postgres":
-        # PostgresStore computes expires_at on the server (now() + ttl), so a clock moved in Python
-        # cannot age it: move the expiry of the item meant to have run out instead.
-        import psycopg
-
-        with psycopg.connect(target.location) as conn:
-            conn.execute("UPDATE store SET expires_at = now() - interval '1 day' WHERE prefix = %s AND key = 'expired'",
-                         (".".join(TTL_NS),))
+    age_expired_item(target)
     return target
 
 

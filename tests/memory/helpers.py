@@ -47,6 +47,17 @@ def put_ttl_items(store) -> None:
     store.put(TTL_NS, "forever", {"note": "no ttl"})
 
 
+def age_expired_item(target) -> None:
+    """PostgresStore computes expires_at on the server (now() + ttl), so a clock moved in Python
+    cannot age it: move the expiry of the item meant to have run out instead."""
+    if target.kind == "postgres":
+        import psycopg
+
+        with psycopg.connect(target.location) as conn:
+            conn.execute("UPDATE store SET expires_at = now() - interval '1 day' WHERE prefix = %s AND key = 'expired'",
+                         (".".join(TTL_NS),))
+
+
 def ttl_rows(target) -> dict[str, tuple]:
     """key -> (expires_at as aware UTC to the second, ttl_minutes) of the TTL items, read with SQL."""
     prefix = ".".join(TTL_NS)

@@ -42,6 +42,17 @@ TIER_ALL_HOT_MONTHLY_COST = "checkpoint_tier_all_hot_monthly_cost_usd"
 TIER_LAST_RUN = "checkpoint_tiering_last_run_timestamp_seconds"
 TIER_LABELS = ("tier",)
 
+# Published by the checkpoint_memory_audit DAG (labels: store; per-namespace gauges add namespace,
+# the checkpoint size gauge quantile = p50, p95 or max).
+MEMORY_CHECKPOINT_BYTES = "checkpoint_memory_latest_checkpoint_bytes"
+MEMORY_THREADS = "checkpoint_memory_threads"
+MEMORY_OVERSIZED_THREADS = "checkpoint_memory_oversized_threads"
+MEMORY_STORE_ITEMS = "checkpoint_memory_store_items"
+MEMORY_STORE_BYTES = "checkpoint_memory_store_bytes"
+MEMORY_STORE_TTL_RATIO = "checkpoint_memory_store_ttl_ratio"
+MEMORY_AUDIT_LAST_RUN = "checkpoint_memory_audit_last_run_timestamp_seconds"
+MEMORY_LABELS = ("store",)
+
 
 def scraped_names() -> frozenset[str]:
     """Every sample name a Prometheus scraping the app and the Pushgateway can hold."""
@@ -51,4 +62,6 @@ def scraped_names() -> frozenset[str]:
     names |= {HEALTH_DECISION, HEALTH_LAST_RUN, STORE_SIZE, STORE_THREADS,
               STORE_LARGEST_CHECKPOINT, STORE_WRITES_PER_SECOND}
     names |= {TIER_THREADS, TIER_BYTES, TIER_MONTHLY_COST, TIER_ALL_HOT_MONTHLY_COST, TIER_LAST_RUN}
+    names |= {MEMORY_CHECKPOINT_BYTES, MEMORY_THREADS, MEMORY_OVERSIZED_THREADS, MEMORY_STORE_ITEMS,
+              MEMORY_STORE_BYTES, MEMORY_STORE_TTL_RATIO, MEMORY_AUDIT_LAST_RUN}
     return frozenset(names)
