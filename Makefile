@@ -19,7 +19,7 @@ export CHECKPOINT_OPS_DEMO_DIR ?= $(ROOT)/.demo
 # The embedded default store: a SQLite checkpoint file under .demo/ (override to point elsewhere).
 export AIRFLOW_CONN_CHECKPOINTS_SQLITE ?= {"conn_type": "sqlite", "host": "$(CHECKPOINT_OPS_DEMO_DIR)/checkpoints.sqlite"}
 
-.PHONY: install tools demo test ui bench bench-migration bench-pruning bench-metadata bench-offload bench-metered bench-tiering bench-hot-tier bench-executor bench-restore clean
+.PHONY: install tools demo test ui bench bench-migration bench-pruning bench-metadata bench-offload bench-metered bench-tiering bench-hot-tier bench-executor bench-restore bench-memory-audit clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -65,6 +65,9 @@ bench-executor: install
 
 bench-restore: install
 	$(BIN)/python benchmarks/restore_drill.py
+
+bench-memory-audit: install
+	$(BIN)/python benchmarks/memory_audit.py
 
 bench-tiering: install tools
 	$(BIN)/python benchmarks/tiering.py
