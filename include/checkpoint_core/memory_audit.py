@@ -362,8 +362,8 @@ def recommendations(report: dict[str, Any]) -> list[str]:
                        "a TTL: if they are per-session, give the store a TTLConfig (or put(..., ttl=minutes)) so "
                        "the sweep bounds them; durable facts can stay.")
     if st.get("expired"):
-        out.append(f"{st['expired']} store items have expired and are not swept yet: checkpoint_pruning's TTL "
-                   "sweep (store.sweep_ttl()) removes them.")
+        out.append(f"{st['expired']} store item(s) expired and not swept yet: checkpoint_pruning's TTL sweep "
+                   "(store.sweep_ttl()) removes them.")
     if st.get("note"):
         out.append(st["note"])
     return out
@@ -384,9 +384,9 @@ def render(report: dict[str, Any]) -> str:
             chans = ", ".join(f"{k} {human_bytes(v)}" for k, v in row["largest_channels"].items()) or "-"
             lines.append(f"  {row['size']:>10}  {row['thread_id']:<28} {chans}")
     if cp["oversized_channels"]:
-        lines.append(f"  {'channel':<20} {'threads':>7} {'bytes':>10} {'share':>6}")
-        for ch in cp["oversized_channels"]:
-            lines.append(f"  {ch['channel']:<20} {ch['threads']:>7} {human_bytes(ch['bytes']):>10} {ch['share_pct']:>5g}%")
+        lines.append(f"  {'channel (oversized threads)':<30} {'threads':>7} {'bytes':>10} {'share':>6}")
+        for ch in cp["oversized_channels"][:8]:  # the rest are in the XCom and the artifact
+            lines.append(f"  {ch['channel'][:30]:<30} {ch['threads']:>7} {human_bytes(ch['bytes']):>10} {ch['share_pct']:>5g}%")
     if not st.get("present"):
         lines.append("Store: no store table")
     else:
