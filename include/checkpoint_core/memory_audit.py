@@ -271,10 +271,13 @@ PG_LATEST_SQL = """
                    SELECT jsonb_object_agg(key, octet_length(value::text))
                    FROM jsonb_each(l.checkpoint -> 'channel_values')), '{}'::jsonb)
            END AS channels
-    FROM (SELECT DISTINCT ON (thread_id) thread_id, checkpoint_id, checkpoint,
+    FROM (SELECT thread_id, checkpoint_id, checkpoint,
                  octet_length(checkpoint::text) + COALESCE(octet_length(metadata::text), 0) AS own
-          FROM checkpoints WHERE checkpoint_ns = ''
-          ORDER BY thread_id DESC, checkpoint_id DESC) l  -- the primary key, read backwards: no sort
+          FROM (SELECT DISTINCT ON (thread_id) thread_id, checkpoint_id, checkpoint, metadata
+                FROM checkpoints WHERE checkpoint_ns = ''
+                -- the primary key read backwards (no sort); only the rows kept are sized below
+                ORDER BY thread_id DESC, checkpoint_id DESC) latest
+          OFFSET 0) l  -- a fence: the sizes are not pushed down into the scan of every row
     CROSS JOIN LATERAL (
         SELECT SUM(octet_length(b.blob)) AS blob_bytes,
                jsonb_object_agg(b.channel, octet_length(b.blob)) AS blob_sizes

@@ -12,18 +12,17 @@ from include.checkpoint_core.stores import StoreTarget
 from tests.backup.conftest import ADMIN_DSN
 from tests.conftest import open_saver
 from tests.memory.conftest import make_app_store
-from tests.memory.helpers import assert_recalls, ttl_rows
+from tests.memory.helpers import ASK, KNOWN, USER, assert_recalls, reply, ttl_rows
 from tests.migration.helpers import migrate, verify_full
 
 
 def test_a_new_thread_answers_with_what_thread_a_stored(app_store):
     # A new process (fresh connections): the facts come from the store, not from anything in memory.
     with open_saver(app_store) as (saver, store):
+        # Thread B has no checkpoint before its first turn: what it knows can only come from the Store.
+        assert saver.get_tuple({"configurable": {"thread_id": "thread-B"}}) is None
+        assert KNOWN in reply(saver, store, USER, ASK, "thread-B")
         assert_recalls(saver, store)
-        # Thread A's own checkpoints hold none of it: the facts live in the Store only.
-        state = saver.get_tuple({"configurable": {"thread_id": "thread-A"}})
-        assert "ticket-4521" not in repr(state.checkpoint["channel_values"].keys())
-        assert set(state.checkpoint["channel_values"]) >= {"messages", "user_id"}
 
 
 def test_memory_and_ttls_survive_the_migration(tmp_path, pg_dsn):
