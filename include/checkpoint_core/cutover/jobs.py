@@ -7,7 +7,6 @@ back once its lease has run out (``flip.settle_expired``), and fences an undone 
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import stat
 import time
@@ -92,21 +91,23 @@ def preflight(pg: psycopg.Connection, blue: sqlite3.Connection, blue_ident: str,
         raise routes.CutoverError(
             f"the target holds {len(foreign)} threads the source does not have (e.g. {foreign[:3]}): it holds other "
             "data. Cut over into the database the migration filled, or remove those threads; nothing was changed")
-    # The catch-up delta: threads whose row counts differ between the two (each flip copies its threads whole
-    # under the fence, so a delta is safe; a large one means the migration is stale).
+    # The catch-up delta: checkpoints the source has beyond the target's copy (each flip copies its threads
+    # whole under the fence, so a delta is safe; a large one means the migration is stale).
     b = _thread_counts(blue.execute("SELECT thread_id, count(*) FROM checkpoints GROUP BY thread_id"))
     cur.execute("SELECT thread_id, count(*) FROM checkpoints GROUP BY thread_id")
     g = _thread_counts(cur.fetchall())
     pending = [t for t in blue_ids - routed_green if b.get(t, 0) != g.get(t, 0)]
-    pct = 100.0 * len(pending) / max(len(blue_ids), 1)
-    log(f"preflight: {len(blue_ids):,} threads in the source, {len(green_ids):,} in the target, "
-        f"{len(pending):,} ({pct:.1f}%) differ since the migration")
+    behind = sum(max(0, b.get(t, 0) - g.get(t, 0)) for t in pending)
+    pct = 100.0 * behind / max(sum(b.values()), 1)
+    log(f"preflight: {len(blue_ids):,} threads in the source, {len(green_ids):,} in the target; "
+        f"{len(pending):,} threads changed since the migration, {behind:,} checkpoints ({pct:.1f}%) behind")
     if st is None and pct > max_delta_pct:
         raise routes.CutoverError(
-            f"{pct:.1f}% of the source's threads changed since the migration (limit {max_delta_pct}%): run "
-            "checkpoint_migration's catch-up again (or raise max_delta_pct) before cutting over")
+            f"the target is {pct:.1f}% of the source's checkpoints behind (limit {max_delta_pct}%): run "
+            "checkpoint_migration again (its catch-up copies what changed) or raise max_delta_pct, then trigger "
+            "the cutover; nothing was changed")
     return {"threads": len(blue_ids), "target_threads": len(green_ids), "delta_threads": len(pending),
-            "delta_pct": round(pct, 2), "migrations": migrations, "resumed": st is not None,
+            "delta_checkpoints": behind, "delta_pct": round(pct, 2), "migrations": migrations, "resumed": st is not None,
             "weight": st.weight if st else 0, "phase": st.phase if st else None}
 
 
@@ -230,8 +231,7 @@ def rollback(pg: psycopg.Connection, blue: sqlite3.Connection, *, batch_threads:
     return out
 
 
-def decommission(pg: psycopg.Connection, blue: sqlite3.Connection, path: str | Path, *, log: Log = print) -> dict:
-    """After 100%: the guards dropped, the phase complete, the SQLite file read-only (the caller backs it up first)."""
+def ready_to_decommission(pg: psycopg.Connection) -> routes.State:
     st = routes.state(pg)
     if st is None:
         raise routes.CutoverNotPrepared("no cutover is prepared on this target")
@@ -240,16 +240,65 @@ def decommission(pg: psycopg.Connection, blue: sqlite3.Connection, path: str | P
         raise routes.CutoverError(
             f"{counts['blue']:,} threads are still blue and {counts['moving']:,} moving (weight {st.weight}%): "
             "the file is decommissioned only after the 100% step moved every thread")
+    return st
+
+
+def decommission(pg: psycopg.Connection, blue: sqlite3.Connection, path: str | Path, *, log: Log = print) -> dict:
+    """After 100% (and the caller's backup of the file): the guards dropped, the phase complete, the SQLite
+    file read-only and fenced for every writer."""
+    ready_to_decommission(pg)
+    counts = routes.counts(pg)
     with pg.transaction():
         routes.drop_guards(pg)
-        routes.set_weight(pg, 100, "complete")
+        pg.execute("UPDATE checkpoint_ops_cutover SET weight = 100, phase = 'complete', updated_at = now()")
     path = Path(path)
     for p in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
         if p.exists():
             p.chmod(p.stat().st_mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
-    log(f"decommissioned {str(path)!r}: read-only, every writer fenced; {counts['green']:,} threads on PostgreSQL")
-    return {"phase": "complete", "threads_green": counts["green"], "read_only": not os.access(path, os.W_OK)
-            or os.geteuid() == 0}
+    log(f"decommissioned {str(path)!r}: read-only (mode {oct(path.stat().st_mode & 0o777)}), every writer fenced; "
+        f"{counts['green']:,} threads on PostgreSQL")
+    return {"phase": "complete", "threads_green": counts["green"], "mode": oct(path.stat().st_mode & 0o777)}
+
+
+def plan(pg: psycopg.Connection, blue: sqlite3.Connection, steps: list[int]) -> list[dict]:
+    """How many threads (and checkpoints) each step moves, by the buckets of the threads still blue."""
+    routed: dict[str, str] = {}
+    if routes.green_installed(pg):
+        routed = routes.all_routes(pg)
+    per_thread = dict(blue.execute("SELECT thread_id, count(*) FROM checkpoints GROUP BY thread_id").fetchall())
+    by_bucket = [[0, 0] for _ in range(routes.BUCKETS)]
+    for tid in blue_thread_ids(blue):
+        if routed.get(tid, "blue") == "blue":
+            b = by_bucket[routes.bucket(tid)]
+            b[0] += 1
+            b[1] += per_thread.get(tid, 0)
+    out, low = [], 0
+    for weight in steps:
+        part = by_bucket[low:weight]
+        out.append({"weight": weight, "threads": sum(p[0] for p in part), "checkpoints": sum(p[1] for p in part)})
+        low = weight
+    return out
+
+
+def cutover_registry(summary: dict, now: float):
+    """The cutover gauges of one task's summary, in a registry of their own (pushed, replacing the group)."""
+    from prometheus_client import CollectorRegistry, Gauge
+
+    from include.checkpoint_core.observability import names
+
+    registry = CollectorRegistry()
+    Gauge(names.CUTOVER_WEIGHT, "Share of threads routed to PostgreSQL by the cutover (percent)",
+          registry=registry).set(summary.get("weight", 0))
+    threads = Gauge(names.CUTOVER_THREADS, "Threads per store during the cutover", ["store"], registry=registry)
+    for store in ("blue", "green", "moving"):
+        threads.labels(store).set(summary.get(store, summary.get(f"threads_{store}", 0)) or 0)
+    flips = Gauge(names.CUTOVER_FLIP_SECONDS, "Seconds a batch of threads was unwritable while it moved",
+                  ["quantile"], registry=registry)
+    for q, key in (("0.5", "batch_seconds_p50"), ("0.99", "batch_seconds_p99"), ("1", "batch_seconds_max")):
+        flips.labels(q).set(summary.get(key, 0) or 0)
+    Gauge(names.CUTOVER_LAST_RUN, "When a cutover task last changed the routing (unix time)",
+          registry=registry).set(now)
+    return registry
 
 
 def status(pg: psycopg.Connection) -> dict:

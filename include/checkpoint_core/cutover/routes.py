@@ -149,12 +149,21 @@ def ensure_green(conn: psycopg.Connection, cutover_id: str, blue: str) -> State:
     return st
 
 
+# The order PostgresSaver's put takes them in (blobs, then the checkpoint; writes on their own): a trigger
+# change locks the tables in that order too, so it waits for an app's write instead of deadlocking with it.
+LOCK_ORDER = "LOCK TABLE checkpoint_blobs, checkpoints, checkpoint_writes IN SHARE ROW EXCLUSIVE MODE"
+
+
 def install_guards(conn: psycopg.Connection) -> None:
+    """In the caller's transaction."""
+    conn.execute(LOCK_ORDER)
     for table in GREEN_TABLES:
         conn.execute(GUARD_TRIGGER.format(table=table))
 
 
 def drop_guards(conn: psycopg.Connection) -> None:
+    """In the caller's transaction."""
+    conn.execute(LOCK_ORDER)
     for table in GREEN_TABLES:
         conn.execute(DROP_GUARD.format(table=table))
 
@@ -185,7 +194,12 @@ def register(conn: psycopg.Connection, thread_id: str, *, in_blue: bool) -> Rout
     cur.execute(REGISTER_SQL, {"tid": thread_id, "bucket": bucket(thread_id), "in_blue": in_blue})
     row = cur.fetchone()
     if row is None:
-        raise CutoverNotPrepared("the target has no cutover state row: run checkpoint_cutover's prepare step")
+        # A concurrent registration (the DAG enrolling the thread) won the insert after this statement's
+        # snapshot was taken: a new statement sees it.
+        found = lookup(conn, thread_id)
+        if found is None:
+            raise CutoverNotPrepared("the target has no cutover state row: run checkpoint_cutover's prepare step")
+        return found
     return _route(row)
 
 

@@ -53,6 +53,12 @@ MEMORY_STORE_TTL_RATIO = "checkpoint_memory_store_ttl_ratio"
 MEMORY_AUDIT_LAST_RUN = "checkpoint_memory_audit_last_run_timestamp_seconds"
 MEMORY_LABELS = ("store",)
 
+# The cutover DAG's gauges (Pushgateway, job="checkpoint_cutover"), for the dashboard's Cutover row.
+CUTOVER_WEIGHT = "checkpoint_cutover_weight_percent"
+CUTOVER_THREADS = "checkpoint_cutover_threads"  # labels: store (blue | green | moving)
+CUTOVER_FLIP_SECONDS = "checkpoint_cutover_flip_batch_seconds"  # labels: quantile (0.5 | 0.99 | 1)
+CUTOVER_LAST_RUN = "checkpoint_cutover_last_run_timestamp_seconds"
+
 
 def scraped_names() -> frozenset[str]:
     """Every sample name a Prometheus scraping the app and the Pushgateway can hold."""
@@ -64,4 +70,5 @@ def scraped_names() -> frozenset[str]:
     names |= {TIER_THREADS, TIER_BYTES, TIER_MONTHLY_COST, TIER_ALL_HOT_MONTHLY_COST, TIER_LAST_RUN}
     names |= {MEMORY_CHECKPOINT_BYTES, MEMORY_THREADS, MEMORY_OVERSIZED_THREADS, MEMORY_STORE_ITEMS,
               MEMORY_STORE_BYTES, MEMORY_STORE_TTL_RATIO, MEMORY_AUDIT_LAST_RUN}
+    names |= {CUTOVER_WEIGHT, CUTOVER_THREADS, CUTOVER_FLIP_SECONDS, CUTOVER_LAST_RUN}
     return frozenset(names)
