@@ -134,10 +134,11 @@ def test_figures_match_a_direct_count(generated):
     assert any("'messages'" in r and "Store" in r for r in report["recommendations"])
     assert any("'artifact'" in r and "OffloadSerializer" in r for r in report["recommendations"])
     assert "ALERT" in render(report)
+    assert_thresholds_are_strict(generated, sorted(sizes.values()))
+    assert_gauges_carry_the_figures(report)
 
 
-def test_thresholds_are_strict(generated):
-    sizes = sorted(direct_sizes(generated).values())
+def assert_thresholds_are_strict(generated, sizes: list[int]) -> None:
     at_max = audit_memory(generated, oversized_bytes=sizes[-1])
     assert at_max["checkpoints"]["oversized_threads"] == 0 and not at_max["alert"]
     below = audit_memory(generated, oversized_bytes=sizes[-1] - 1)
@@ -147,16 +148,14 @@ def test_thresholds_are_strict(generated):
     assert not audit_memory(generated, oversized_bytes=sizes[-1] - 1, alert_share_pct=share)["alert"]
 
 
-def test_gauges_carry_the_figures(tmp_path):
+def assert_gauges_carry_the_figures(report: dict) -> None:
     from prometheus_client import generate_latest
 
-    target = make_store(StoreTarget("sqlite", str(tmp_path / "g.sqlite"), "checkpoints_sqlite"))
-    report = audit_memory(target)
     text = generate_latest(audit_registry(report, 1_700_000_000)).decode()
-    cp = report["checkpoints"]
-    assert f'checkpoint_memory_oversized_threads{{store="checkpoints_sqlite"}} {float(cp["oversized_threads"])}' in text
-    assert f'checkpoint_memory_latest_checkpoint_bytes{{quantile="p95",store="checkpoints_sqlite"}} {float(cp["p95_bytes"])}' in text
-    assert 'checkpoint_memory_store_ttl_ratio{namespace="sessions",store="checkpoints_sqlite"} 0.667' in text
+    cp, store = report["checkpoints"], report["conn_id"]
+    assert f'checkpoint_memory_oversized_threads{{store="{store}"}} {float(cp["oversized_threads"])}' in text
+    assert f'checkpoint_memory_latest_checkpoint_bytes{{quantile="p95",store="{store}"}} {float(cp["p95_bytes"])}' in text
+    assert f'checkpoint_memory_store_ttl_ratio{{namespace="sessions.{USER}",store="{store}"}} 0.667' in text
 
 
 OLD_SQLITE_STORE = """CREATE TABLE store (prefix text NOT NULL, key text NOT NULL, value text NOT NULL,
