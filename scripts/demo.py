@@ -2,16 +2,17 @@
 
 1. migrate the local Airflow metadata DB (SQLite under .airflow/);
 2. generate a realistic SQLite checkpoint DB with the sample agent (.demo/checkpoints.sqlite);
-3. run each lifecycle DAG with `airflow dags test`: setup, the health check (decided from the
-   store alone: the demo has no Prometheus), then the SQLite -> PostgreSQL
-   migration when a PostgreSQL is at hand (AIRFLOW_CONN_CHECKPOINTS_POSTGRES, or a local server
-   on 127.0.0.1:5432 that accepts user postgres, in which case a `checkpoint_ops_demo` database
-   is created afresh); without one the migration is skipped and the summary says how to add it;
-4. tier the migrated threads (when PostgreSQL was at hand): a redis-server of the demo's own (or
-   AIRFLOW_CONN_CHECKPOINTS_REDIS) as the hot tier, the app continuing 20 threads through TieredSaver
-   (which brings them hot), 10 of them backdated as a day idle, then `checkpoint_tiering` demoting
-   those and archiving the threads older than 30 days into .demo/archive, with its cost table;
-5. print what was generated, what each DAG did, and how long it all took.
+3. run the lifecycle DAGs with `airflow dags test`, in the order a team meets them (DAG_RUNS):
+   setup; the health check (decided from the store alone: the demo has no Prometheus); the
+   SQLite -> PostgreSQL migration when a PostgreSQL is at hand (AIRFLOW_CONN_CHECKPOINTS_POSTGRES, or
+   a local server on 127.0.0.1:5432 that accepts user postgres, in which case a `checkpoint_ops_demo`
+   database is created afresh); pruning (30 days, keep_latest) and a backup of every store; the
+   restore drill of those fresh backups (min age 0); then tiering: a redis-server of the demo's own
+   (or AIRFLOW_CONN_CHECKPOINTS_REDIS) as the hot tier, the app continuing 20 threads through
+   TieredSaver (which brings them hot), 10 of them backdated as a day idle, and `checkpoint_tiering`
+   demoting those and archiving the threads older than 30 days into .demo/archive, with its cost table.
+   Without a PostgreSQL, the steps that need one are skipped and the summary says how to add them;
+4. print what was generated, what each DAG did (read back from its report), and how long it all took.
 
 Run it through `make demo`, which sets AIRFLOW_HOME, the DAG/plugin folders and the
 `checkpoints_sqlite` connection.
@@ -24,18 +25,13 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_DIR = Path(os.environ.get("CHECKPOINT_OPS_DEMO_DIR", ROOT / ".demo"))
 SQLITE_FILE = DEMO_DIR / "checkpoints.sqlite"
-# The lifecycle DAGs the demo runs, in order, with the conf each gets.
-DAG_RUNS: list[tuple[str, dict]] = [
-    ("checkpoint_setup", {}),
-    ("checkpoint_health", {}),
-    ("checkpoint_migration", {"verify_mode": "full"}),
-]
-NEEDS_POSTGRES = {"checkpoint_migration"}
 LOCAL_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
 DEMO_DB = "checkpoint_ops_demo"
 
@@ -76,9 +72,6 @@ def run(cmd: list[str], *, capture: bool = False) -> subprocess.CompletedProcess
     return proc
 
 
-REPORT_GLOBS = {"checkpoint_setup": "reports/checkpoint_setup/*/setup.json",
-                "checkpoint_migration": "migrations/*/report.json",
-                "checkpoint_tiering": "reports/checkpoint_tiering/*/tiering.json"}
 ARCHIVE_DIR = DEMO_DIR / "archive"
 
 
@@ -136,11 +129,13 @@ def app_on_tiered_saver(redis_url: str, threads: int = 20, idle: int = 10) -> di
     return {"continued": len(hot), "backdated": min(idle, len(hot))}
 
 
-def latest_report(dag_id: str) -> tuple[Path | None, dict]:
-    """The newest JSON report a DAG wrote under the local artifacts root."""
-    root = Path(os.environ["AIRFLOW_HOME"]) / "checkpoint-artifacts"
-    reports = sorted(root.glob(REPORT_GLOBS[dag_id]), key=lambda p: p.stat().st_mtime)
-    return (reports[-1], json.loads(reports[-1].read_text())) if reports else (None, {})
+def latest_report(pattern: str) -> Callable[[], tuple[Path | None, dict]]:
+    """A reader of the newest JSON report matching `pattern` under the local artifacts root."""
+    def read() -> tuple[Path | None, dict]:
+        root = Path(os.environ["AIRFLOW_HOME"]) / "checkpoint-artifacts"
+        reports = sorted(root.glob(pattern), key=lambda p: p.stat().st_mtime)
+        return (reports[-1], json.loads(reports[-1].read_text())) if reports else (None, {})
+    return read
 
 
 def health_report() -> tuple[Path | None, dict]:
@@ -151,6 +146,105 @@ def health_report() -> tuple[Path | None, dict]:
 
     latest = read_history(StoreTarget("sqlite", str(SQLITE_FILE), "checkpoints_sqlite"), limit=1)
     return None, {"justification": justification(latest[0]["report"])} if latest else {}
+
+
+# What each DAG's report says, as indented summary lines.
+
+def setup_lines(report: dict) -> list[str]:
+    lines = []
+    for store in report.get("stores", []):
+        where = (f"schema {store['schema_version']}, journal_mode={store['journal_mode']}" if store["store"] == "sqlite"
+                 else f"migrations {store['schema_versions']}")
+        lines.append(f"{store['conn_id']:<20} {store['store']}: {where}, changes: {', '.join(store['changes']) or 'none'}")
+    return lines
+
+
+def health_lines(report: dict) -> list[str]:
+    return report["justification"].splitlines() if report.get("justification") else []
+
+
+def migration_lines(report: dict) -> list[str]:
+    v = report.get("verify") or {}
+    return [*report.get("table_text", "").splitlines(),
+            f"verify             {'passed' if v.get('ok') else 'FAILED'}: {v.get('mode')} mode, "
+            f"{v.get('threads_checked')} threads, CheckpointTuples of {v.get('semantic', {}).get('threads')} threads compared"]
+
+
+def pruning_lines(report: dict) -> list[str]:
+    audit = {a["conn_id"]: a for a in report.get("audit", [])}
+    return [f"{r['conn_id']:<20} threads trimmed {r['threads_trimmed']:,}, deleted {r['threads_deleted']:,}, "
+            f"protected {r['threads_protected']:,}; deleted {r['checkpoints_deleted']:,} checkpoints, "
+            f"{r['writes_deleted']:,} writes, {r['blobs_deleted']:,} blobs; reclaimed {r['bytes_reclaimed']:,} bytes "
+            f"in {r['seconds']}s; over {audit.get(r['conn_id'], {}).get('max_size', '?')}: "
+            f"{audit.get(r['conn_id'], {}).get('over_limit', '?')}"
+            for r in report.get("stores", [])]
+
+
+def backup_lines(report: dict) -> list[str]:
+    kept = {r["conn_id"]: r for r in report.get("retention", [])}
+    return [f"{b['conn_id']:<20} {b['kind']} backup {b['backup_id']}: {b.get('size_bytes', 0):,} bytes, "
+            f"sha256 {b.get('sha256', '')[:12]}..., {b.get('rows', {}).get('checkpoints', 0):,} checkpoints, "
+            f"{len(kept.get(b['conn_id'], {}).get('kept', []))} kept"
+            for b in report.get("backups", [])]
+
+
+def drill_lines(report: dict) -> list[str]:
+    return [f"{d['conn_id']:<20} backup {d['backup_id']}: {'passed' if d['passed'] else 'FAILED'}, "
+            f"{d.get('rows', {}).get('checkpoints', 0):,} checkpoints restored, {len(d.get('sampled_threads', []))} "
+            f"threads loaded; RTO " + ", ".join(f"{k} {v}s" for k, v in d.get("rto_s", {}).items())
+            for d in report.get("drills", [])]
+
+
+def tiering_lines(report: dict) -> list[str]:
+    from include.checkpoint_core.tiering.jobs import render_cost
+
+    moved = {k: v.get("outcomes", {}) for k, v in report.get("moves", {}).items()}
+    return [f"moves {moved}", *render_cost(report).splitlines()]
+
+
+_cleanups: list[Callable[[], None]] = []
+
+
+def tiered_app() -> str:
+    """Before checkpoint_tiering: a hot tier, and the app continuing threads on TieredSaver."""
+    redis_url, redis_proc = ensure_redis()
+    if redis_proc is not None:
+        _cleanups.append(redis_proc.terminate)
+    app = app_on_tiered_saver(redis_url)
+    return f"app on TieredSaver: {app['continued']} threads continued (now hot), {app['backdated']} backdated a day"
+
+
+@dataclass
+class DemoRun:
+    """One `airflow dags test` of the demo: its conf, where its report is read from, what the summary shows."""
+
+    dag_id: str
+    read: Callable[[], tuple[Path | None, dict]]
+    lines: Callable[[dict], list[str]]
+    conf: dict = field(default_factory=dict)
+    needs_postgres: bool = False
+    before: Callable[[], str] | None = None  # work in the app before the DAG runs; returns a line for the log
+
+
+def reports(dag_id: str, name: str) -> Callable[[], tuple[Path | None, dict]]:
+    return latest_report(f"reports/{dag_id}/*/{name}.json")
+
+
+# The lifecycle DAGs the demo runs, in the order a team meets them.
+DAG_RUNS: list[DemoRun] = [
+    DemoRun("checkpoint_setup", reports("checkpoint_setup", "setup"), setup_lines),
+    DemoRun("checkpoint_health", health_report, health_lines),
+    DemoRun("checkpoint_migration", latest_report("migrations/*/report.json"), migration_lines,
+            {"verify_mode": "full"}, needs_postgres=True),
+    DemoRun("checkpoint_pruning", reports("checkpoint_pruning", "pruning"), pruning_lines,
+            {"retention_days": 30, "strategy": "keep_latest"}),
+    DemoRun("checkpoint_backup", reports("checkpoint_backup", "backup"), backup_lines),
+    DemoRun("checkpoint_restore_drill", reports("checkpoint_restore_drill", "drill"), drill_lines,
+            {"min_age_hours": 0}),  # the backup just taken qualifies
+    DemoRun("checkpoint_tiering", reports("checkpoint_tiering", "tiering"), tiering_lines,
+            {"archive": f"file://{ARCHIVE_DIR}", "demote_after_hours": 24, "archive_after_days": 30},
+            needs_postgres=True, before=tiered_app),
+]
 
 
 def main() -> int:
@@ -173,36 +267,27 @@ def main() -> int:
 
     step("PostgreSQL for the migration")
     postgres = ensure_postgres()
-    print(postgres or "skipping checkpoint_migration: set AIRFLOW_CONN_CHECKPOINTS_POSTGRES to include it")
+    skipped = [r.dag_id for r in DAG_RUNS if r.needs_postgres and not postgres]
+    print(postgres or f"skipping {', '.join(skipped)}: set AIRFLOW_CONN_CHECKPOINTS_POSTGRES to include them")
 
-    results = {}
-    for dag_id, conf in DAG_RUNS:
-        if dag_id in NEEDS_POSTGRES and not postgres:
-            continue
-        step(f"airflow dags test {dag_id}")
-        cmd = [airflow, "dags", "test", dag_id]
-        if conf:
-            cmd += ["--conf", json.dumps(conf)]
-        proc = run(cmd, capture=True)
-        timings[dag_id] = proc.seconds
-        path, report = health_report() if dag_id == "checkpoint_health" else latest_report(dag_id)
-        results[dag_id] = {"path": path, "report": report}
-        print(f"{dag_id}: success in {proc.seconds:.1f}s")
-
-    tiering = None
-    if postgres:
-        step("Tiering: TieredSaver in the app, then airflow dags test checkpoint_tiering")
-        redis_url, redis_proc = ensure_redis()
-        try:
-            app = app_on_tiered_saver(redis_url)
-            print(f"app on TieredSaver: {app['continued']} threads continued (now hot), {app['backdated']} backdated a day")
-            conf = {"archive": f"file://{ARCHIVE_DIR}", "demote_after_hours": 24, "archive_after_days": 30}
-            proc = run([airflow, "dags", "test", "checkpoint_tiering", "--conf", json.dumps(conf)], capture=True)
-            timings["checkpoint_tiering"] = proc.seconds
-            tiering = {"app": app, **dict(zip(("path", "report"), latest_report("checkpoint_tiering")))}
-        finally:
-            if redis_proc is not None:
-                redis_proc.terminate()
+    results: dict[str, tuple[Path | None, dict]] = {}
+    try:
+        for demo in DAG_RUNS:
+            if demo.dag_id in skipped:
+                continue
+            step(f"airflow dags test {demo.dag_id}")
+            if demo.before:
+                print(demo.before(), flush=True)
+            cmd = [airflow, "dags", "test", demo.dag_id]
+            if demo.conf:
+                cmd += ["--conf", json.dumps(demo.conf)]
+            proc = run(cmd, capture=True)
+            timings[demo.dag_id] = proc.seconds
+            results[demo.dag_id] = demo.read()
+            print(f"{demo.dag_id}: success in {proc.seconds:.1f}s")
+    finally:
+        for cleanup in _cleanups:
+            cleanup()
 
     step("Summary")
     rows = workload["rows"]
@@ -212,30 +297,16 @@ def main() -> int:
     print(f"left open            {workload['interrupted_before']} paused before execute_action, "
           f"{workload['interrupted_dynamic']} waiting on interrupt(), {workload['crashed']} crashed with pending writes")
     print(f"checkpoint ages      {workload['oldest'][:10]} .. {workload['newest'][:10]}")
-    for dag_id, res in results.items():
-        report = res["report"]
-        print(f"{dag_id:<20} success")
-        if report.get("justification"):
-            print("  " + report["justification"].replace("\n", "\n  "))
-        if report.get("table_text"):
-            print("  " + report["table_text"].replace("\n", "\n  "))
-            v = report.get("verify") or {}
-            print(f"  verify             {'passed' if v.get('ok') else 'FAILED'}: {v.get('mode')} mode, "
-                  f"{v.get('threads_checked')} threads, CheckpointTuples of {v.get('semantic', {}).get('threads')} threads compared")
-        for store in report.get("stores", []):
-            where = (f"schema {store['schema_version']}, journal_mode={store['journal_mode']}" if store["store"] == "sqlite"
-                     else f"migrations {store['schema_versions']}")
-            print(f"  {store['conn_id']:<20} {store['store']}: {where}, changes: {', '.join(store['changes']) or 'none'}")
-        if res["path"]:
-            print(f"  report             {res['path']}")
-    if tiering:
-        from include.checkpoint_core.tiering.jobs import render_cost
-
-        report = tiering["report"]
-        moved = {k: v.get("outcomes", {}) for k, v in report.get("moves", {}).items()}
-        print(f"checkpoint_tiering   success: moves {moved}")
-        print("  " + render_cost(report).replace("\n", "\n  "))
-        print(f"  report             {tiering['path']}")
+    for demo in DAG_RUNS:
+        if demo.dag_id not in results:
+            print(f"{demo.dag_id:<20} skipped (no PostgreSQL)")
+            continue
+        path, report = results[demo.dag_id]
+        print(f"{demo.dag_id:<20} success")
+        for line in demo.lines(report):
+            print(f"  {line}")
+        if path:
+            print(f"  report             {path}")
     print("timings              " + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))
     return 0
 
