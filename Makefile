@@ -19,7 +19,7 @@ export CHECKPOINT_OPS_DEMO_DIR ?= $(ROOT)/.demo
 # The embedded default store: a SQLite checkpoint file under .demo/ (override to point elsewhere).
 export AIRFLOW_CONN_CHECKPOINTS_SQLITE ?= {"conn_type": "sqlite", "host": "$(CHECKPOINT_OPS_DEMO_DIR)/checkpoints.sqlite"}
 
-.PHONY: install tools demo test ui bench bench-migration bench-pruning bench-metadata bench-offload bench-metered bench-tiering bench-hot-tier bench-executor bench-restore bench-memory-audit clean
+.PHONY: install tools demo test ui bench bench-migration bench-pruning bench-metadata bench-offload bench-metered bench-tiering bench-hot-tier bench-executor bench-restore bench-memory-audit bench-cutover clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -68,6 +68,9 @@ bench-restore: install
 
 bench-memory-audit: install
 	$(BIN)/python benchmarks/memory_audit.py
+
+bench-cutover: install
+	$(BIN)/python benchmarks/cutover.py
 
 bench-tiering: install tools
 	$(BIN)/python benchmarks/tiering.py
