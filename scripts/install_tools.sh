@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Debian packages the test suite runs for real: Prometheus (server + promtool, for the alert rules
-# and the health DAG's queries) and the Pushgateway (where the health DAG publishes its decisions).
+# and the health DAG's queries), the Pushgateway (where the health DAG publishes its decisions) and
+# Chromium with its chromedriver (the browser tests of the Airflow UI).
 # Installs only what is missing; needs root or sudo the first time.
 set -euo pipefail
 
@@ -8,6 +9,9 @@ missing=()
 command -v promtool >/dev/null && command -v prometheus >/dev/null || missing+=(prometheus)
 command -v prometheus-pushgateway >/dev/null || missing+=(prometheus-pushgateway)
 command -v redis-server >/dev/null || missing+=(redis-server)
+# The browser tests drive Debian's Chromium headless through its chromedriver (no browser download).
+command -v chromium >/dev/null || missing+=(chromium)
+command -v chromedriver >/dev/null || missing+=(chromium-driver)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 if ! command -v apt-get >/dev/null; then
