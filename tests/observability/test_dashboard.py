@@ -42,6 +42,11 @@ REQUIRED_PANELS = {
     "Monthly cost per tier": "timeseries",
     "Bytes per tier": "timeseries",
     "Threads per tier": "stat",
+    "Latest checkpoint per thread": "timeseries",
+    "Oversized threads %": "timeseries",
+    "Threads on PostgreSQL (weight %)": "stat",
+    "Threads per store during the cutover": "timeseries",
+    "Flip batch time (writers' longest wait)": "timeseries",
 }
 
 

@@ -4,7 +4,8 @@ The numbers are the health check's own (``health.prometheus``: the app's ``Meter
 ``backend="postgres"``), over a window as long as the interval between checks, so each check judges
 only what happened since the last. A breach is an error rate over the limit (with at least
 ``min_errors`` failed writes, as in the health check), a P99 over the limit, or the database not
-answering for ``max_unreachable_checks`` checks in a row: one blip is reported, not acted on.
+answering for ``max_unreachable_checks`` checks in a row (a P99 counts once the window holds
+``min_writes`` writes): one blip is reported, not acted on.
 Prometheus itself being unreachable or having no series is reported and gates nothing: the
 database check still runs.
 """
@@ -23,6 +24,7 @@ class Gate:
     error_rate_pct: float = 1.0
     p99_ms: float = 500.0
     min_errors: int = 3
+    min_writes: int = 20  # a P99 over fewer writes than this is one slow write, not a trend
     window_s: float = 60.0
     max_unreachable_checks: int = 3
     selector: str = ""
@@ -64,7 +66,10 @@ def check(api: PrometheusAPI | None, dsn: str, gate: Gate, unreachable_streak: i
                 and (r.errors_in_window or 0) >= gate.min_errors:
             reason = (f"write error rate on PostgreSQL {100 * r.error_rate:.2f}% > {gate.error_rate_pct}% "
                       f"({r.errors_in_window:.0f} failed writes in {gate.window_s:.0f} s)")
-        if reason is None and r.p99_write_seconds is not None and 1000 * r.p99_write_seconds > gate.p99_ms:
+        writes = (r.writes_per_second or 0.0) * gate.window_s
+        numbers["writes_in_window"] = round(writes)
+        if reason is None and r.p99_write_seconds is not None and 1000 * r.p99_write_seconds > gate.p99_ms \
+                and writes >= gate.min_writes:
             reason = f"write P99 on PostgreSQL {1000 * r.p99_write_seconds:.0f} ms > {gate.p99_ms:g} ms"
     return {"verdict": "breach" if reason else "ok", "reason": reason, "numbers": numbers, "missing": missing,
             "unreachable_streak": streak}
