@@ -116,17 +116,17 @@ def part_reverse(admin, work: Path, threads: int) -> None:
         s.setup()
     with closing(connect_postgres(dsn)) as pg, closing(jobs.connect_blue(blue_path)) as blue:
         jobs.prepare(pg, blue, str(blue_path), "bench", settle_s=0, log=lambda m: None)
-        fwd = jobs.ramp(pg, blue, 100, batch_threads=50, log=lambda m: None)
+        fwd = jobs.ramp(pg, blue, 100, batch_threads=jobs.DEFAULT_BATCH_THREADS, log=lambda m: None)
         assert not fwd["refused"], fwd["refused"]
         naive = naive_reverse(dsn, work / "naive.sqlite")
-        back = jobs.rollback(pg, blue, batch_threads=50, log=lambda m: None)
+        back = jobs.rollback(pg, blue, batch_threads=jobs.DEFAULT_BATCH_THREADS, log=lambda m: None)
         assert not back["refused"] and back["moved"] == info["threads"], back
     print(f"\n1. rollback's reverse transcoding, rich shape: {info['threads']:,} threads, {info['checkpoints']:,} "
           f"checkpoints, {info['writes']:,} writes, {info['size_mb']:.0f} MB")
     rate = lambda cp, s: cp / s if s else float("nan")  # noqa: E731
     print(f"   naive list -> put copy (no verify)      : {naive['checkpoints']:>7,} checkpoints in {naive['seconds']:7.2f} s"
           f" = {rate(naive['checkpoints'], naive['seconds']):>8,.0f} checkpoints/s")
-    print(f"   rollback (move + verify, batches of 50)  : {back['checkpoints']:>7,} checkpoints in {back['seconds']:7.2f} s"
+    print(f"   rollback (move + verify, batches of 20)  : {back['checkpoints']:>7,} checkpoints in {back['seconds']:7.2f} s"
           f" = {rate(back['checkpoints'], back['seconds']):>8,.0f} checkpoints/s"
           f"   ratio {naive['seconds'] / back['seconds']:.2f}x the naive copy")
     print(f"   forward ramp to 100% (move + verify)     : {fwd['checkpoints']:>7,} checkpoints in {fwd['seconds']:7.2f} s"
@@ -190,7 +190,7 @@ def part_ramp(admin, work: Path, n_threads: int) -> None:
             p.start()
         time.sleep(max(0.0, ramp_start - time.time()))
         t0 = time.time()
-        steps = [jobs.ramp(pg, blue, w, batch_threads=50, log=lambda m: None) for w in (10, 50, 100)]
+        steps = [jobs.ramp(pg, blue, w, batch_threads=jobs.DEFAULT_BATCH_THREADS, log=lambda m: None) for w in (10, 50, 100)]
         ramp_end = time.time()
         time.sleep(after_s)
         stop.set()

@@ -84,7 +84,7 @@ with DAG(
                                   description="A person approves each next step in the UI (Required actions)."),
         "rollback": Param(False, type="boolean", title="Roll back now",
                           description="Move every thread back to SQLite with what it wrote in PostgreSQL; no ramp."),
-        "batch_threads": Param(50, type="integer", minimum=1, maximum=5000, title="Threads per move",
+        "batch_threads": Param(20, type="integer", minimum=1, maximum=5000, title="Threads per move",
                                description="Threads moved together; a writer of one of them waits for the batch."),
         "lease_seconds": Param(30, type="number", minimum=1, title="Move lease (seconds)",
                                description="A move that has not committed by then (its task died) is taken back."),

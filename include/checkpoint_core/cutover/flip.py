@@ -33,7 +33,15 @@ from psycopg.rows import tuple_row
 
 from include.checkpoint_core.cutover import routes
 from include.checkpoint_core.cutover.reverse import replace_threads, sqlite_rows
-from include.checkpoint_core.migration.digests import compare, settle_disagreements, source_digests, target_digests
+from include.checkpoint_core.migration.digests import (
+    Digests,
+    _sha,
+    checkpoint_digest,
+    compare,
+    settle_disagreements,
+    source_digests,
+    target_digests,
+)
 from include.checkpoint_core.migration.source import select_list
 from include.checkpoint_core.migration.target import BINARY_TYPES, DIRECT_COPY_SQL, prefer_lz4, transcode_rows
 from include.checkpoint_core.migration.transcode import Rejected
@@ -131,11 +139,30 @@ def _copy_green(pg: psycopg.Connection, staged: dict[str, dict[str, list]]) -> N
                     copy.write_row(r)
 
 
-def _verify(blue: sqlite3.Connection, pg: psycopg.Connection, thread_ids: list[str], *, extra_blobs_ok: bool) -> None:
+def _staged_digests(staged: dict[str, dict[str, list]]) -> Digests:
+    """The digests of the rows a forward move wrote, computed from the rows it staged (the transcoding is
+    the migration's, already run once; parsing the staged JSON is cheaper than decoding the source again)."""
+    out: Digests = {"checkpoints": {}, "blobs": {}, "writes": {}}
+    for rows in staged.values():
+        for tid, ns, cid, parent, doc, meta in rows["checkpoints"]:
+            out["checkpoints"][(tid, ns, cid)] = checkpoint_digest(parent, doc, meta)
+        for tid, ns, channel, version, type_, blob in rows["blobs"]:
+            out["blobs"][(tid, ns, channel, version)] = (type_, _sha(blob))
+        for tid, ns, cid, task, path, idx, channel, type_, blob in rows["writes"]:
+            out["writes"][(tid, ns, cid, task, idx)] = (path, channel, type_, _sha(blob))
+    return out
+
+
+def _verify(blue: sqlite3.Connection, pg: psycopg.Connection, thread_ids: list[str], *, extra_blobs_ok: bool,
+            staged: dict[str, dict[str, list]] | None = None) -> None:
     """Every row of these threads equal in both stores (digests), or ``VerifyFailed``."""
-    want, rejected, refs = source_digests(blue, thread_ids)
-    have = target_digests(pg, thread_ids)
-    settle_disagreements(blue, want, have, refs)
+    if staged is not None:
+        want, rejected = _staged_digests(staged), 0
+        have = target_digests(pg, thread_ids)
+    else:
+        want, rejected, refs = source_digests(blue, thread_ids)
+        have = target_digests(pg, thread_ids)
+        settle_disagreements(blue, want, have, refs)
     for table, r in compare(want, have, limit=3).items():
         extra = 0 if (table == "blobs" and extra_blobs_ok) else r["extra"]
         if r["missing"] or r["different"] or extra or rejected:
@@ -168,8 +195,9 @@ def move_to_green(pg: psycopg.Connection, blue: sqlite3.Connection, thread_ids: 
             mine = [t for t in locked if t in staged]
             if mine:
                 delete_pg_threads(pg, mine)
-                _copy_green(pg, {t: staged[t] for t in mine})
-                _verify(blue, pg, mine, extra_blobs_ok=False)
+                ours = {t: staged[t] for t in mine}
+                _copy_green(pg, ours)
+                _verify(blue, pg, mine, extra_blobs_ok=False, staged=ours)
                 _settle_routes(pg, mine, "green")
             _settle_routes(pg, [t for t in locked if t in result.refused], None)
     except BaseException:

@@ -22,7 +22,7 @@ from include.checkpoint_core.migration.source import thread_ids as blue_thread_i
 from include.checkpoint_core.progress import Progress
 
 Log = Callable[[str], None]
-DEFAULT_BATCH_THREADS = 50
+DEFAULT_BATCH_THREADS = 20
 
 
 def connect_blue(path: str | Path, *, timeout_s: float = 30.0) -> sqlite3.Connection:

@@ -49,7 +49,7 @@ class _CutoverOperator(CheckpointOpsOperator):
                                       "pushgateway_conn_id")
 
     def __init__(self, *, source_conn_id: str = SQLITE_CONN_ID, target_conn_id: str = POSTGRES_CONN_ID,
-                 batch_threads: int | str = 50, lease_seconds: float | str = 30,
+                 batch_threads: int | str = 20, lease_seconds: float | str = 30,
                  pushgateway_conn_id: str = PUSHGATEWAY_CONN_ID, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.source_conn_id, self.target_conn_id = source_conn_id, target_conn_id
