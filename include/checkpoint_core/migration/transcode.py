@@ -181,16 +181,30 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 
 
+_INFINITIES = (math.inf, -math.inf)
+
+
 def _has_non_finite(value: Any) -> bool:
+    """Whether ``value`` holds NaN or an infinity (orjson wrote them as null). Runs for every
+    document with a null in it, so it stacks containers only and tests leaves by exact type."""
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if not isinstance(value, (dict, list)):
+        return False
     stack = [value]
     while stack:
         item = stack.pop()
-        if isinstance(item, float) and not math.isfinite(item):
-            return True
-        if isinstance(item, dict):
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
+        for v in item.values() if isinstance(item, dict) else item:
+            t = type(v)
+            if t is str or t is int or t is bool or v is None:
+                continue
+            if t is float:
+                if v != v or v in _INFINITIES:
+                    return True
+            elif isinstance(v, (dict, list)):
+                stack.append(v)
+            elif isinstance(v, float) and not math.isfinite(v):
+                return True
     return False
 
 
