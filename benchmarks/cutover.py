@@ -19,8 +19,6 @@ from __future__ import annotations
 import argparse
 import logging
 import multiprocessing as mp
-import operator
-import os
 import shutil
 import sqlite3
 import statistics
@@ -30,7 +28,6 @@ import time
 import uuid
 from contextlib import closing
 from pathlib import Path
-from typing import Annotated, TypedDict
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
@@ -51,23 +48,10 @@ def scratch_db(admin, name: str) -> str:
     return ADMIN_DSN.rsplit("/", 1)[0] + f"/{name}"
 
 
-class Counter(TypedDict, total=False):
-    n: int
-    log: Annotated[list[str], operator.add]
-    blob: bytes
-
-
 def counter_graph(checkpointer):
-    """inc -> note: a turn is a put, two put_writes and a get_tuple, like a small agent's."""
-    from langgraph.graph import END, START, StateGraph
+    from include.sample_agent.counter import build_counter
 
-    b = StateGraph(Counter)
-    b.add_node("inc", lambda s: {"n": s.get("n", 0) + 1, "blob": os.urandom(64)})
-    b.add_node("note", lambda s: {"log": [f"n:{s['n']}"]})
-    b.add_edge(START, "inc")
-    b.add_edge("inc", "note")
-    b.add_edge("note", END)
-    return b.compile(checkpointer=checkpointer)
+    return build_counter(checkpointer)
 
 
 def naive_reverse(dsn: str, out: Path) -> dict:

@@ -21,7 +21,7 @@ import pytest
 from include.checkpoint_core.cutover import routes
 from tests.airflow.conftest import task_instances, xcom
 from tests.conftest import ROOT, _dsn_for, postgres_conn_env, sqlite_conn_env
-from tests.cutover.app import build_counter
+from include.sample_agent.counter import build_counter
 from tests.observability.conftest import prometheus_factory, pushgateway  # noqa: F401 (fixtures)
 from tests.observability.servers import free_port
 

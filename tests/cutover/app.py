@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import operator
 import os
 import random
 import signal
@@ -23,26 +22,8 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Annotated, TypedDict
 
-from langgraph.graph import END, START, StateGraph
-
-
-class Counter(TypedDict, total=False):
-    n: int
-    log: Annotated[list[str], operator.add]
-    blob: bytes
-
-
-def build_counter(checkpointer, proc: str = "app"):
-    """inc -> note: two steps per turn, a bytes channel, a growing list."""
-    b = StateGraph(Counter)
-    b.add_node("inc", lambda s: {"n": s.get("n", 0) + 1, "blob": os.urandom(64)})
-    b.add_node("note", lambda s: {"log": [f"{proc}:{s['n']}"]})
-    b.add_edge(START, "inc")
-    b.add_edge("inc", "note")
-    b.add_edge("note", END)
-    return b.compile(checkpointer=checkpointer)
+from include.sample_agent.counter import build_counter
 
 
 def main(argv: list[str] | None = None) -> int:

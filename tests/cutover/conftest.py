@@ -7,13 +7,7 @@ import sqlite3
 import pytest
 
 
-@pytest.fixture
-def pool(pg_dsn):
-    from include.checkpoint_core.postgres_store import open_postgres_pool
-
-    p = open_postgres_pool(pg_dsn, max_size=8)
-    yield p
-    p.close()
+from tests.tiering.conftest import pool  # noqa: E402,F401 (fixture)
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from include.checkpoint_core.cutover.reverse import replace_threads, sqlite_rows
 from include.checkpoint_core.migration.digests import compare, source_digests, target_digests
 from include.checkpoint_core.tiering.rows import read_pg_threads
 from tests.conftest import ROOT
-from tests.cutover.app import build_counter
+from include.sample_agent.counter import build_counter
 
 
 def _threads(saver, n: int, prefix: str = "t") -> list[str]:

@@ -170,14 +170,19 @@ def _verify(blue: sqlite3.Connection, pg: psycopg.Connection, thread_ids: list[s
                                f"after copying threads {thread_ids[:3]}...; examples {r['examples']}")
 
 
+def _begin(pg: psycopg.Connection, thread_ids: list[str], to: str, lease_s: float):
+    """(start time, the batch's result, its move id, the threads it claimed): step 1 of either move."""
+    result = BatchResult(to)
+    move_id = f"{'fwd' if to == 'green' else 'rev'}:{uuid.uuid4().hex}"
+    claimed = _claim(pg, thread_ids, to, move_id, lease_s)
+    result.skipped = sorted(set(thread_ids) - set(claimed))
+    return time.monotonic(), result, move_id, claimed
+
+
 def move_to_green(pg: psycopg.Connection, blue: sqlite3.Connection, thread_ids: list[str], *,
                   lease_s: float = DEFAULT_LEASE_S) -> BatchResult:
     """Forward move of one batch. ``pg`` autocommit (green), ``blue`` with ``isolation_level=None``."""
-    started = time.monotonic()
-    result = BatchResult("green")
-    move_id = f"fwd:{uuid.uuid4().hex}"
-    claimed = _claim(pg, thread_ids, "green", move_id, lease_s)
-    result.skipped = sorted(set(thread_ids) - set(claimed))
+    started, result, move_id, claimed = _begin(pg, thread_ids, "green", lease_s)
     if not claimed:
         return result
     blue.execute("BEGIN IMMEDIATE")
@@ -228,11 +233,7 @@ def _undo_forward(pg: psycopg.Connection, blue: sqlite3.Connection, claimed: lis
 def move_to_blue(pg: psycopg.Connection, blue: sqlite3.Connection, thread_ids: list[str], *,
                  lease_s: float = DEFAULT_LEASE_S) -> BatchResult:
     """Reverse move (rollback) of one batch, with every checkpoint the threads wrote in green."""
-    started = time.monotonic()
-    result = BatchResult("blue")
-    move_id = f"rev:{uuid.uuid4().hex}"
-    claimed = _claim(pg, thread_ids, "blue", move_id, lease_s)
-    result.skipped = sorted(set(thread_ids) - set(claimed))
+    started, result, move_id, claimed = _begin(pg, thread_ids, "blue", lease_s)
     if not claimed:
         return result
     try:
