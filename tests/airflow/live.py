@@ -1,8 +1,8 @@
-"""A real Airflow 3 in subprocesses: api-server, scheduler (LocalExecutor) and dag-processor.
+"""A real Airflow 3 in subprocesses: api-server, scheduler (LocalExecutor), dag-processor, triggerer.
 
 ``dag.test()`` runs every task in the test's own process, one after the other. This harness runs
 the project's DAGs the way a deployment does: a throwaway ``AIRFLOW_HOME``, a fresh PostgreSQL
-metadata database (LocalExecutor refuses SQLite), ``airflow db migrate``, then the three
+metadata database (LocalExecutor refuses SQLite), ``airflow db migrate``, then the four
 components, each in its own process group. Task processes reach the metadata only through the
 api-server's execution API, and each task instance runs in a process of its own.
 
@@ -11,8 +11,9 @@ api-server's execution API, and each task instance runs in a process of its own.
         run_id = live.trigger("checkpoint_migration", {"batch_size": 500})
         assert live.wait_for_run("checkpoint_migration", run_id) == "success"
 
-The test process reads the metadata database directly (psycopg) to watch runs and task
-instances; ``stop()`` kills every process it started, and their children, and drops the database.
+The REST API is called as a user does: the simple auth manager with one ``admin`` user (a random
+password per instance, in ``password``), a JWT from ``/auth/token``. The test process also reads
+the metadata database directly (psycopg) to watch runs and task instances; ``stop()`` kills every process it started, and their children, and drops the database.
 """
 
 from __future__ import annotations
@@ -40,6 +41,14 @@ TERMINAL_RUN_STATES = ("success", "failed")
 
 class LiveAirflowError(RuntimeError):
     pass
+
+
+class ApiError(LiveAirflowError):
+    """An HTTP error answer of the REST API, with its status and body."""
+
+    def __init__(self, method: str, path: str, status: int, body: str) -> None:
+        super().__init__(f"{method} {path}: HTTP {status}: {body[:2000]}")
+        self.status, self.body = status, body
 
 
 def free_port() -> int:
@@ -109,11 +118,11 @@ def kill_task_process(pid: int) -> list[int]:
 
 
 class LiveAirflow:
-    """Airflow's api-server, scheduler and dag-processor on a temporary home and metadata DB."""
+    """Airflow's api-server, scheduler, dag-processor and triggerer on a temporary home and metadata DB."""
 
     def __init__(self, env: dict[str, str] | None = None, *, parallelism: int = 2, executor: str = "LocalExecutor",
                  dags_folder: Path = ROOT / "dags", plugins_folder: Path = ROOT / "plugins",
-                 admin_dsn: str = PG_ADMIN_DSN, keep_home: bool = False) -> None:
+                 admin_dsn: str = PG_ADMIN_DSN, keep_home: bool = False, retry_delay_s: float | None = None) -> None:
         from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
         self.home = Path(tempfile.mkdtemp(prefix="cpo-live-airflow-"))
@@ -128,6 +137,16 @@ class LiveAirflow:
         self.api_url = f"http://127.0.0.1:{self.api_port}"
         self.keep_home = keep_home
         self.procs: dict[str, subprocess.Popen] = {}
+        self.user, self.password = "admin", uuid.uuid4().hex
+        self._token: str | None = None
+        (self.home / "simple_auth_manager_passwords.json.generated").write_text(json.dumps({self.user: self.password}))
+        if retry_delay_s is not None:
+            # A cluster policy, as a deployment sets one: the DAGs' retry delay (30 s) made short,
+            # so a test waits seconds, not minutes, for a task to use up its retries.
+            (self.home / "config").mkdir()
+            (self.home / "config" / "airflow_local_settings.py").write_text(
+                "from datetime import timedelta\n\n\ndef task_policy(task):\n"
+                f"    task.retry_delay = timedelta(seconds={retry_delay_s!r})\n")
         self._logs: dict[str, Any] = {}
         base = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
         self.env = {
@@ -152,7 +171,8 @@ class LiveAirflow:
             "AIRFLOW__API__WORKERS": "1",
             "AIRFLOW__CORE__AUTH_MANAGER":
                 "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{self.user}:admin",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
             # Look for schedulable tasks every 0.25 s when idle rather than every second.
             "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.25",
@@ -188,6 +208,7 @@ class LiveAirflow:
         self._spawn("api-server", "api-server", "--host", "127.0.0.1", "--port", str(self.api_port))
         self._spawn("scheduler", "scheduler")
         self._spawn("dag-processor", "dag-processor")
+        self._spawn("triggerer", "triggerer")
         self._wait(lambda: self._http_ok("/api/v2/monitor/health"), timeout, "the api-server to answer")
         self.startup_s = time.monotonic() - started
 
@@ -283,17 +304,29 @@ class LiveAirflow:
 
         self._wait(ready, timeout, f"the dag-processor to parse {dag_id}")
 
+    def token(self) -> str:
+        """A JWT for the admin user, from ``POST /auth/token`` (cached: it lasts a day)."""
+        if self._token is None:
+            answer = self.http("POST", "/auth/token", {"username": self.user, "password": self.password})
+            self._token = answer["access_token"]
+        return self._token
+
     def api(self, method: str, path: str, body: Any = None) -> Any:
-        """A call to the REST API (``/api/v2/...``); the simple auth manager's all-admins mode
-        lets every request in, so there is no login. The decoded JSON answer, if any."""
+        """A call to the REST API (``/api/v2/...``) with the admin's JWT; the decoded JSON answer, if any."""
+        return self.http(method, path, body, token=self.token())
+
+    def http(self, method: str, path: str, body: Any = None, *, token: str | None = None,
+             accept: str = "application/json") -> Any:
+        headers = {"Content-Type": "application/json", "Accept": accept}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
         data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(self.api_url + path, data=data, method=method,
-                                         headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(self.api_url + path, data=data, method=method, headers=headers)
         try:
             with urllib.request.urlopen(request, timeout=30) as resp:
                 text = resp.read()
         except urllib.error.HTTPError as exc:
-            raise LiveAirflowError(f"{method} {path}: HTTP {exc.code}: {exc.read()[:2000]!r}") from None
+            raise ApiError(method, path, exc.code, exc.read()[:4000].decode(errors="replace")) from None
         return json.loads(text) if text else None
 
     def trigger(self, dag_id: str, conf: dict[str, Any] | None = None, run_id: str | None = None) -> str:

@@ -1,7 +1,7 @@
 """checkpoint_migration under a real scheduler: LocalExecutor, task processes of their own.
 
 Unlike ``dag.test()`` (one process, one task at a time), here a real Airflow (tests/airflow/live.py:
-api-server, scheduler with LocalExecutor and parallelism 2, dag-processor, PostgreSQL metadata)
+api-server, scheduler with LocalExecutor and parallelism 2, dag-processor, triggerer, PostgreSQL metadata)
 runs the DAG, so these tests show that
 
 - the mapped import and verify task instances really run side by side, in separate processes;
@@ -10,103 +10,28 @@ runs the DAG, so these tests show that
 - with the artifacts root on S3 (moto over HTTP), batches written by the export's process are
   read by the import processes.
 
-Airflow starts once for the module. Timings (LocalExecutor vs ``dag.test()``) are compared by
+Airflow starts once for the session (tests/live/conftest.py). Timings (LocalExecutor vs ``dag.test()``) are compared by
 benchmarks/migration_executor.py, not asserted on here.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 import uuid
 from contextlib import closing
-from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
 
 import psycopg
 import pytest
 
-from tests.airflow.live import LiveAirflow, alive, descendants, kill_task_process, scaled_source
-from tests.conftest import _dsn_for, aws_conn_env, postgres_conn_env, sqlite_conn_env
+from tests.airflow.live import alive, descendants, kill_task_process
+from tests.live.conftest import DAG_ID, _assert_verified, _committed
 
-DAG_ID = "checkpoint_migration"
-COPIES = 12  # the session's 24-thread sample-agent source, 12 times over: 288 threads, ~39K rows
-TARGETS = ("parallel", "kill", "s3")
-RUN_TIMEOUT = 300
 PARALLEL_CONF = {"batch_size": 1000, "batches_per_task": 8, "verify_mode": "full", "verify_threads_per_task": 100}
 
 pytestmark = [pytest.mark.live, pytest.mark.timeout(900)]
-
-
-@dataclass
-class Live:
-    airflow: LiveAirflow
-    source: Path
-    source_counts: dict[str, int]
-    targets: dict[str, str]  # name -> DSN; the connection id is live_target_<name>
-    s3_endpoint: str
-
-    def run(self, target: str, conf: dict, *, while_running=None) -> tuple[str, float]:
-        """Trigger the migration into ``target``; wait until it finishes (calling ``while_running``
-        every 50 ms meanwhile, if given); the run id and its wall time from trigger to end."""
-        started = time.monotonic()
-        run_id = self.airflow.trigger(DAG_ID, {**conf, "target": f"live_target_{target}"})
-        deadline = started + RUN_TIMEOUT
-        while (state := self.airflow.run_state(DAG_ID, run_id)) not in ("success", "failed"):
-            self.airflow.check_alive()
-            if time.monotonic() > deadline:
-                pytest.fail(f"run {run_id} not finished after {RUN_TIMEOUT}s\n{self.airflow.diagnostics(DAG_ID, run_id)}")
-            if while_running is not None:
-                while_running(run_id)
-            time.sleep(0.05 if while_running else 0.5)
-        wall = time.monotonic() - started
-        if state != "success":
-            pytest.fail(f"run {run_id} ended {state}\n{self.airflow.diagnostics(DAG_ID, run_id)}")
-        print(f"\n{DAG_ID} {run_id} under LocalExecutor: {wall:.1f}s from trigger to success")
-        print(self.airflow.timeline(DAG_ID, run_id))
-        return run_id, wall
-
-    def mapped(self, run_id: str, task_id: str) -> list[dict]:
-        return [ti for ti in self.airflow.task_instances(DAG_ID, run_id, task_id) if ti["map_index"] >= 0]
-
-
-def _source_counts(path: Path) -> dict[str, int]:
-    with closing(sqlite3.connect(path)) as conn:
-        return {table: conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
-                for table in ("checkpoints", "writes", "store")}
-
-
-def _target_counts(dsn: str) -> dict[str, int]:
-    with closing(psycopg.connect(dsn)) as conn:
-        return {table: conn.execute(f"SELECT COUNT(*) FROM {target}").fetchone()[0]
-                for table, target in (("checkpoints", "checkpoints"), ("writes", "checkpoint_writes"), ("store", "store"))}
-
-
-@pytest.fixture(scope="module")
-def live(generated_source, tmp_path_factory, pg_admin, moto_s3):
-    """One real Airflow for the module, with the source, one fresh target per test and the moto
-    endpoint in every process's environment (connections are env vars, as in a deployment)."""
-    source = scaled_source(generated_source[0], tmp_path_factory.mktemp("live") / "source.sqlite", COPIES)
-    targets = {}
-    for name in TARGETS:
-        db = f"cpo_live_{name}_{uuid.uuid4().hex[:8]}"
-        pg_admin.execute(f'CREATE DATABASE "{db}"')
-        targets[name] = _dsn_for(db)
-    env = {
-        "AIRFLOW_CONN_CHECKPOINTS_SQLITE": sqlite_conn_env(source),
-        **{f"AIRFLOW_CONN_LIVE_TARGET_{name.upper()}": postgres_conn_env(dsn) for name, dsn in targets.items()},
-        "AIRFLOW_CONN_CHECKPOINT_ARTIFACTS": aws_conn_env(moto_s3),
-    }
-    try:
-        with LiveAirflow(env) as airflow:
-            airflow.wait_for_dag(DAG_ID)
-            print(f"\nAirflow (api-server, scheduler, dag-processor) up in {airflow.startup_s:.1f}s")
-            yield Live(airflow, source, _source_counts(source), targets, moto_s3)
-    finally:
-        for dsn in targets.values():
-            pg_admin.execute(f'DROP DATABASE IF EXISTS "{psycopg.conninfo.conninfo_to_dict(dsn)["dbname"]}" WITH (FORCE)')
 
 
 def _overlaps(tis: list[dict]) -> list[tuple[int, int]]:
@@ -122,16 +47,6 @@ def _max_concurrency(tis: list[dict]) -> int:
         running += step
         peak = max(peak, running)
     return peak
-
-
-def _assert_verified(live: Live, run_id: str, target: str) -> dict:
-    verify = live.airflow.xcom(DAG_ID, run_id, "verify")
-    assert verify["ok"] is True and verify["mode"] == "full", verify
-    assert verify["counts_ok"] and verify["content_ok"]
-    summary = live.airflow.xcom(DAG_ID, run_id, "report")
-    assert summary["verified"] is True and summary["rejected_rows"] == 0
-    assert _target_counts(live.targets[target]) == live.source_counts
-    return summary
 
 
 def test_a_task_process_killed_mid_import_is_retried_and_the_run_converges(live):
@@ -162,7 +77,7 @@ def test_a_task_process_killed_mid_import_is_retried_and_the_run_converges(live)
                 while any(alive(pid) for pid in killed["members"]) and time.monotonic() < deadline:
                     time.sleep(0.05)
                 killed["dead"] = not any(alive(pid) for pid in killed["members"])
-                # Its open transaction rolled back; the retry waits for retry_delay (30 s).
+                # Its open transaction rolled back; the retry waits for retry_delay (RETRY_DELAY_S here).
                 killed["committed_after_kill"] = _committed(live.targets["kill"], run_id, group)
                 return
 
@@ -193,17 +108,6 @@ def test_a_task_process_killed_mid_import_is_retried_and_the_run_converges(live)
             "SELECT table_name, SUM(rows_imported) FROM checkpoint_ops_migration_batches WHERE migration_id = %s "
             "GROUP BY table_name", (run_id,)).fetchall())
     assert per_table == live.source_counts, "every row imported exactly once across both tries"
-
-
-def _committed(dsn: str, run_id: str, group: list[dict]) -> int:
-    """How many of ``group``'s batches the target has committed for this migration."""
-    with closing(psycopg.connect(dsn, connect_timeout=5)) as conn:
-        if conn.execute("SELECT to_regclass('checkpoint_ops_migration_batches')").fetchone()[0] is None:
-            return 0
-        rows = conn.execute("SELECT table_name, batch_no FROM checkpoint_ops_migration_batches WHERE migration_id = %s",
-                            (run_id,)).fetchall()
-    wanted = {(g["table"], g["number"]) for g in group}
-    return len(wanted & set(rows))
 
 
 def test_mapped_tasks_run_in_parallel_processes_sharing_artifacts_on_s3(live):
