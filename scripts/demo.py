@@ -6,7 +6,9 @@
    setup; the health check (decided from the store alone: the demo has no Prometheus); the
    SQLite -> PostgreSQL migration when a PostgreSQL is at hand (AIRFLOW_CONN_CHECKPOINTS_POSTGRES, or
    a local server on 127.0.0.1:5432 that accepts user postgres, in which case a `checkpoint_ops_demo`
-   database is created afresh); pruning (30 days, keep_latest) and a backup of every store; the
+   database is created afresh); the blue-green cutover of the app to it (10 -> 50 -> 100%, no soak;
+   the SQLite file is then backed up and left read-only); pruning (30 days, keep_latest) and a backup of
+   every store; the
    restore drill of those fresh backups (min age 0); then tiering: a redis-server of the demo's own
    (or AIRFLOW_CONN_CHECKPOINTS_REDIS) as the hot tier, the app continuing 20 threads through
    TieredSaver (which brings them hot), 10 of them backdated as a day idle, and `checkpoint_tiering`
@@ -195,6 +197,17 @@ def drill_lines(report: dict) -> list[str]:
             for d in report.get("drills", [])]
 
 
+def cutover_lines(report: dict) -> list[str]:
+    tasks, status = report.get("tasks", {}), report.get("status", {})
+    steps = [f"{v['weight']}%: {v['moved']} threads ({v['checkpoints']:,} checkpoints, batch p99 "
+             f"{v.get('batch_seconds_p99', 0) * 1000:.0f} ms)" for k, v in sorted(tasks.items())
+             if k.startswith("ramp_") and "weight" in v]
+    done = tasks.get("decommission", {})
+    return [f"now {status.get('phase')} at {status.get('weight')}%: {status.get('green', 0)} threads on PostgreSQL, "
+            f"{status.get('blue', 0)} on SQLite", "ramp " + "; ".join(steps),
+            f"SQLite file backed up as {done.get('backup', {}).get('id')} and left {done.get('mode', 'as it was')}"]
+
+
 def tiering_lines(report: dict) -> list[str]:
     from include.checkpoint_core.tiering.jobs import render_cost
 
@@ -221,7 +234,7 @@ class DemoRun:
     dag_id: str
     read: Callable[[], tuple[Path | None, dict]]
     lines: Callable[[dict], list[str]]
-    conf: dict = field(default_factory=dict)
+    conf: dict | Callable[[dict], dict] = field(default_factory=dict)  # or from the results so far
     needs_postgres: bool = False
     before: Callable[[], str] | None = None  # work in the app before the DAG runs; returns a line for the log
 
@@ -236,8 +249,12 @@ DAG_RUNS: list[DemoRun] = [
     DemoRun("checkpoint_health", health_report, health_lines),
     DemoRun("checkpoint_migration", latest_report("migrations/*/report.json"), migration_lines,
             {"verify_mode": "full"}, needs_postgres=True),
+    DemoRun("checkpoint_cutover", reports("checkpoint_cutover", "cutover"), cutover_lines,
+            {"steps": [10, 50, 100], "soak_minutes": 0, "max_delta_pct": 100}, needs_postgres=True),
+    # After the cutover the SQLite file is decommissioned (read-only, fenced): prune PostgreSQL only.
     DemoRun("checkpoint_pruning", reports("checkpoint_pruning", "pruning"), pruning_lines,
-            {"retention_days": 30, "strategy": "keep_latest"}),
+            lambda done: {"retention_days": 30, "strategy": "keep_latest",
+                          **({"stores": ["checkpoints_postgres"]} if "checkpoint_cutover" in done else {})}),
     DemoRun("checkpoint_backup", reports("checkpoint_backup", "backup"), backup_lines),
     DemoRun("checkpoint_restore_drill", reports("checkpoint_restore_drill", "drill"), drill_lines,
             {"min_age_hours": 0}),  # the backup just taken qualifies
@@ -279,8 +296,9 @@ def main() -> int:
             if demo.before:
                 print(demo.before(), flush=True)
             cmd = [airflow, "dags", "test", demo.dag_id]
-            if demo.conf:
-                cmd += ["--conf", json.dumps(demo.conf)]
+            conf = demo.conf(results) if callable(demo.conf) else demo.conf
+            if conf:
+                cmd += ["--conf", json.dumps(conf)]
             proc = run(cmd, capture=True)
             timings[demo.dag_id] = proc.seconds
             results[demo.dag_id] = demo.read()
