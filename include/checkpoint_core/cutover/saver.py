@@ -59,8 +59,10 @@ class RoutingSaver(AsyncInThread, BaseCheckpointSaver):
         self.flip_waits: deque[float] = deque(maxlen=100_000)  # seconds each write waited on a move
 
     def setup(self) -> None:
-        self.blue.setup()
+        """Both savers' schemas; once the cutover is complete the SQLite file is read-only and left alone."""
         self.green.setup()
+        if self.phase() != "complete":
+            self.blue.setup()
 
     def get_next_version(self, current: str | None, channel: None) -> str:
         return self.green.get_next_version(current, channel)
