@@ -166,3 +166,22 @@ def test_a_database_that_stops_answering_breaches_only_when_it_stays_down(pg_adm
         pg_admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
     back = check(None, pg_dsn, gate, 2)
     assert back["verdict"] == "ok" and back["unreachable_streak"] == 0
+
+
+def test_a_rollback_batch_that_fails_its_comparison_leaves_the_threads_in_postgresql(routing, prepared, monkeypatch):
+    from include.checkpoint_core.cutover import reverse
+
+    pg, blue = prepared
+    ids = _threads(routing, 3)
+    jobs.ramp(pg, blue, 100)
+    graph = build_counter(routing)
+    for tid in ids:
+        graph.invoke({}, {"configurable": {"thread_id": tid}})
+    real = reverse.sqlite_rows
+    monkeypatch.setattr(flip, "sqlite_rows", lambda rows: (real(rows)[0], real(rows)[1][:-1]))  # loses a write
+    with pytest.raises(flip.VerifyFailed, match="writes: .* 3 extra"):
+        jobs.rollback(pg, blue)
+    assert {routes.lookup(pg, t).store for t in ids} == {"green"} and routes.counts(pg)["moving"] == 0
+    assert all(routes.fence_of(blue, t) == routes.fence_of(blue, ids[0]) for t in ids)
+    routing._cache.clear()
+    assert [graph.invoke({}, {"configurable": {"thread_id": t}})["n"] for t in ids] == [3, 3, 3]

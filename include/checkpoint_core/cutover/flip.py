@@ -36,6 +36,7 @@ from include.checkpoint_core.cutover.reverse import replace_threads, sqlite_rows
 from include.checkpoint_core.migration.digests import (
     Digests,
     _sha,
+    canonical,
     checkpoint_digest,
     compare,
     settle_disagreements,
@@ -45,7 +46,7 @@ from include.checkpoint_core.migration.digests import (
 from include.checkpoint_core.migration.source import select_list
 from include.checkpoint_core.migration.target import BINARY_TYPES, DIRECT_COPY_SQL, prefer_lz4, transcode_rows
 from include.checkpoint_core.migration.transcode import Rejected
-from include.checkpoint_core.tiering.rows import delete_pg_threads, read_pg_threads
+from include.checkpoint_core.tiering.rows import ThreadRows, delete_pg_threads, read_pg_threads
 
 DEFAULT_LEASE_S = 30.0
 _BLOB_COPY = "COPY checkpoint_blobs (thread_id, checkpoint_ns, channel, version, type, blob) FROM STDIN (FORMAT BINARY)"
@@ -153,15 +154,29 @@ def _staged_digests(staged: dict[str, dict[str, list]]) -> Digests:
     return out
 
 
+def _green_digests(green: dict[str, ThreadRows]) -> Digests:
+    """``target_digests`` of rows already read (a rollback holds them), without asking PostgreSQL again."""
+    out: Digests = {"checkpoints": {}, "blobs": {}, "writes": {}}
+    for tid, rows in green.items():
+        for c in rows.checkpoints:
+            out["checkpoints"][(tid, c.ns, c.checkpoint_id)] = canonical(c.parent_id, c.checkpoint, c.metadata)
+        for b in rows.blobs:
+            out["blobs"][(tid, b.ns, b.channel, b.version)] = (b.type, _sha(b.blob))
+        for w in rows.writes:
+            out["writes"][(tid, w.ns, w.checkpoint_id, w.task_id, w.idx)] = (w.task_path, w.channel, w.type, _sha(w.blob))
+    return out
+
+
 def _verify(blue: sqlite3.Connection, pg: psycopg.Connection, thread_ids: list[str], *, extra_blobs_ok: bool,
-            staged: dict[str, dict[str, list]] | None = None) -> None:
-    """Every row of these threads equal in both stores (digests), or ``VerifyFailed``."""
+            staged: dict[str, dict[str, list]] | None = None, green: dict[str, ThreadRows] | None = None) -> None:
+    """Every row of these threads equal in both stores (digests), or ``VerifyFailed``. Forward: PostgreSQL
+    against what was staged. Reverse: the SQLite rows just written, decoded again, against the green rows."""
     if staged is not None:
         want, rejected = _staged_digests(staged), 0
         have = target_digests(pg, thread_ids)
     else:
         want, rejected, refs = source_digests(blue, thread_ids)
-        have = target_digests(pg, thread_ids)
+        have = _green_digests({t: green[t] for t in thread_ids}) if green is not None else target_digests(pg, thread_ids)
         settle_disagreements(blue, want, have, refs)
     for table, r in compare(want, have, limit=3).items():
         extra = 0 if (table == "blobs" and extra_blobs_ok) else r["extra"]
@@ -252,7 +267,7 @@ def move_to_blue(pg: psycopg.Connection, blue: sqlite3.Connection, thread_ids: l
                 try:
                     routes.fence(blue, ok, move_id, state="returned")
                     replace_threads(blue, prepared)
-                    _verify(blue, pg, ok, extra_blobs_ok=True)
+                    _verify(blue, pg, ok, extra_blobs_ok=True, green=green)
                     blue.execute("COMMIT")
                 except BaseException:
                     blue.execute("ROLLBACK")
