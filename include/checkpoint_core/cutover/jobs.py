@@ -18,6 +18,7 @@ import psycopg
 from psycopg.rows import tuple_row
 
 from include.checkpoint_core.cutover import flip, routes
+from include.checkpoint_core.cutover.store_sync import sync_store
 from include.checkpoint_core.migration.source import thread_ids as blue_thread_ids
 from include.checkpoint_core.progress import Progress
 
@@ -118,11 +119,14 @@ def prepare(pg: psycopg.Connection, blue: sqlite3.Connection, blue_ident: str, c
     routes.ensure_blue(blue)
     with pg.transaction():
         new = routes.enroll(pg, blue_thread_ids(blue))
+    store = sync_store(pg, blue)
     counts = routes.counts(pg)
+    log(f"prepare: store items newer in SQLite than in PostgreSQL copied: {store}")
     log(f"prepare: routing state for {blue_ident!r} (cutover {st.cutover_id}, weight {st.weight}%, {st.phase}); "
         f"{new:,} threads registered now, {counts['blue']:,} blue, {counts['green']:,} green")
     time.sleep(settle_s)  # every app process's cached "no cutover" has expired before any thread moves
-    return {"cutover_id": st.cutover_id, "registered": new, **counts, "weight": st.weight, "phase": st.phase}
+    return {"cutover_id": st.cutover_id, "registered": new, **counts, "weight": st.weight, "phase": st.phase,
+            "store": store}
 
 
 def _move_all(pg, blue, ids: list[str], direction: str, *, batch_threads: int, lease_s: float, log: Log,
@@ -247,6 +251,8 @@ def decommission(pg: psycopg.Connection, blue: sqlite3.Connection, path: str | P
     """After 100% (and the caller's backup of the file): the guards dropped, the phase complete, the SQLite
     file read-only and fenced for every writer."""
     ready_to_decommission(pg)
+    store = sync_store(pg, blue)  # what an app process still wrote to SqliteStore
+    log(f"decommission: store items newer in SQLite than in PostgreSQL copied: {store}")
     counts = routes.counts(pg)
     with pg.transaction():
         routes.drop_guards(pg)
@@ -257,7 +263,8 @@ def decommission(pg: psycopg.Connection, blue: sqlite3.Connection, path: str | P
             p.chmod(p.stat().st_mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
     log(f"decommissioned {str(path)!r}: read-only (mode {oct(path.stat().st_mode & 0o777)}), every writer fenced; "
         f"{counts['green']:,} threads on PostgreSQL")
-    return {"phase": "complete", "threads_green": counts["green"], "mode": oct(path.stat().st_mode & 0o777)}
+    return {"phase": "complete", "threads_green": counts["green"], "mode": oct(path.stat().st_mode & 0o777),
+            "store": store}
 
 
 def plan(pg: psycopg.Connection, blue: sqlite3.Connection, steps: list[int]) -> list[dict]:
