@@ -96,6 +96,23 @@ class PrometheusAPI:
             return [{"metric": {}, "value": data["result"]}]
         return data.get("result", [])
 
+    def query_range(self, expr: str, start: float, end: float, step_s: float) -> list[dict[str, Any]]:
+        """The matrix of a range query (``/api/v1/query_range``): ``[{"metric", "values": [[t, v]...]}]``."""
+        session = self.session or requests.Session()
+        url = self.base_url.rstrip("/") + "/api/v1/query_range"
+        try:
+            resp = session.get(url, params={"query": expr, "start": start, "end": end, "step": step_s},
+                               timeout=self.timeout_s)
+            body = resp.json()
+        except requests.RequestException as exc:
+            raise PrometheusUnavailable(f"Prometheus at {self.where} is unreachable: {type(exc).__name__}") from None
+        except ValueError:
+            body = None
+        if not isinstance(body, dict) or body.get("status") != "success":
+            raise PrometheusUnavailable(f"Prometheus at {self.where} did not answer the range query {expr!r}: "
+                                        f"{(body or {}).get('error') or 'not a Prometheus API answer'}")
+        return body.get("data", {}).get("result", [])
+
     def scalar(self, expr: str) -> float | None:
         """The value of a query that yields one number; None when it yields nothing (or NaN)."""
         result = self.query(expr)
