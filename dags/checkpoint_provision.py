@@ -27,6 +27,9 @@ changed params are listed and applied only with *apply_changes* (at the next mai
 *apply_immediately*). The **report** task prints the `checkpoints_postgres` connection to record
 (host, port, database, login; the password stays in the secret: read it with a Secrets Manager
 secrets backend, see the README).
+**check_connection** then connects through that connection once it is defined (skipped until then:
+clear it after recording): `SELECT 1`, the server version, and `PostgresSaver.setup()` (+ the Store and
+the indexes) through `checkpoint_setup`'s path.
 """
 
 
@@ -97,4 +100,27 @@ with DAG(
               f"secret {result['master_secret_arn']} (key 'password').")
         return {**result, "connection": conn}
 
-    report(provision.output)
+    @task(task_id="check_connection")
+    def check_connection(result: dict) -> dict:
+        """SELECT 1, the server version and PostgresSaver.setup() through the recorded connection."""
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from checkpoint_ops.hooks import CheckpointStoreHook, ConnectionNotUsable
+        from include.checkpoint_core.provisioning.connection_check import check_connection
+
+        if result.get("dry_run"):
+            raise AirflowSkipException("dry_run: no instance to check")
+        try:
+            target = CheckpointStoreHook("checkpoints_postgres").get_target()
+        except ConnectionNotUsable as exc:
+            raise AirflowSkipException(f"{exc} Record it as the report says, then clear this task.") from None
+        checked = check_connection(target)
+        if result["host"] and result["host"] not in target.display:
+            print(f"note: checkpoints_postgres points at {target.display}, not at the instance's endpoint "
+                  f"{result['host']}:{result['port']}")
+        print(f"checkpoints_postgres: SELECT 1 -> {checked['select_1']}, PostgreSQL {checked['server_version']}, "
+              f"schema changes: {checked['setup_changes'] or 'none (up to date)'}")
+        return checked
+
+    reported = report(provision.output)
+    reported >> check_connection(provision.output)
