@@ -5,9 +5,11 @@ dry_run, and the DAG end to end with an SNS notification."""
 from __future__ import annotations
 
 import json
-import threading
+import subprocess
+import sys
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from contextlib import contextmanager
+from datetime import datetime, timezone
 
 import psycopg
 import pytest
@@ -20,30 +22,43 @@ RATE = 600.0  # writes/s, above the default 500 threshold
 FAST = {"up_minutes": 0.1, "down_minutes": 0.15, "coverage_slack_minutes": 0.05, "cooldown_minutes": 30}
 
 
+EXPORTER = """
+import sys, time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+rate, started = float(sys.argv[1]), time.time()
+
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self):
+        # With its own timestamp, so a late answer on a busy machine does not bend the rate.
+        now = time.time()
+        body = ('checkpoint_writes_total{backend="postgres",operation="put"} %.3f %d\\n'
+                % (rate * (now - started), now * 1000)).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain; version=0.0.4")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+print(server.server_address[1], flush=True)
+server.serve_forever()
+"""
+
+
 class WritesExporter:
-    """``checkpoint_writes_total{backend="postgres"}`` growing at exactly RATE per second."""
+    """``checkpoint_writes_total{backend="postgres"}`` growing at exactly RATE per second, in its own
+    process (the test process is busy running Airflow tasks and must not delay the scrapes)."""
 
     def __init__(self):
-        started = time.time()
+        self.process = subprocess.Popen([sys.executable, "-c", EXPORTER, str(RATE)], stdout=subprocess.PIPE, text=True)
+        self.target = f"127.0.0.1:{int(self.process.stdout.readline())}"
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802
-                # With its own timestamp, so a late answer (a busy test process) does not bend the rate.
-                now = time.time()
-                body = (f'checkpoint_writes_total{{backend="postgres",operation="put"}} '
-                        f'{RATE * (now - started):.3f} {int(now * 1000)}\n').encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain; version=0.0.4")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.target = f"127.0.0.1:{self.server.server_address[1]}"
+    def stop(self):
+        self.process.terminate()
+        self.process.wait(10)
 
 
 @pytest.fixture(scope="module")
@@ -56,12 +71,12 @@ def loaded_prometheus(tmp_path_factory):
     exporter = WritesExporter()
     prom = servers.start_prometheus(tmp_path_factory.mktemp("prometheus"), {"app": [exporter.target]},
                                     scrape_interval="1s")
-    # rate()'s own 5 s, then the 9 s of the longest FAST window must fill.
+    # rate()'s own 10 s, then the 6 s of the up window must fill.
     prom.wait_for('count_over_time(checkpoint_writes_total{backend="postgres"}[1m])',
-                  lambda r: r and float(r[0]["value"][1]) >= 14, timeout=60)
+                  lambda r: r and float(r[0]["value"][1]) >= 17, timeout=60)
     yield prom
     prom.stop()
-    exporter.server.shutdown()
+    exporter.stop()
 
 
 @pytest.fixture
@@ -75,11 +90,28 @@ def env(aws, pg_dsn, loaded_prometheus, monkeypatch):
     return {**aws, "dsn": pg_dsn}
 
 
+@contextmanager
+def running_migration():
+    """A running checkpoint_migration run in Airflow's metadata database, for get_dr_count to find."""
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+
+    run_id = f"manual__blocker_{time.time_ns()}"
+    with create_session() as session:
+        session.add(DagRun(dag_id="checkpoint_migration", run_id=run_id, run_type="manual", state="running",
+                           run_after=datetime.now(timezone.utc)))
+    try:
+        yield
+    finally:
+        with create_session() as session:
+            session.query(DagRun).filter_by(dag_id="checkpoint_migration", run_id=run_id).delete()
+
+
 def operator(**kwargs):
     from checkpoint_ops.operators.autoscale import CheckpointAutoscaleOperator
 
     return CheckpointAutoscaleOperator(task_id="decide", aws_conn_id="aws_checkpoints", config=dict(FAST),
-                                       step_seconds=1, rate_window="5s", poll_seconds=0.2, timeout_minutes=1, **kwargs)
+                                       step_seconds=1, rate_window="10s", poll_seconds=0.2, timeout_minutes=1, **kwargs)
 
 
 def instance_class(env) -> str:
@@ -135,13 +167,20 @@ def test_autoscale_dag_scales_up_notifies_sns_and_publishes_the_change(env, fres
     queue = sqs.create_queue(QueueName=f"autoscale-{env['identifier']}")["QueueUrl"]
     queue_arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn)
-    dr = fresh_dag("checkpoint_autoscale").test(run_conf={
-        "rds_instance": env["identifier"], "aws_conn_id": "aws_checkpoints", "sns_topic_arn": topic,
-        "apply_immediately": True, "timeout_minutes": 1, "up_minutes": 0.1, "down_minutes": 0.15,
-        "rate_window": "5s", "step_seconds": 1})
+    conf = {"rds_instance": env["identifier"], "aws_conn_id": "aws_checkpoints", "sns_topic_arn": topic,
+            "apply_immediately": True, "timeout_minutes": 1, "up_minutes": 0.1, "down_minutes": 0.15,
+            "rate_window": "10s", "step_seconds": 1}
+    with running_migration():
+        deferred = fresh_dag("checkpoint_autoscale").test(run_conf=conf)
+    assert deferred.state == "success" and xcom(deferred, "decide")["action"] == "defer"
+    assert instance_class(env) == "db.t4g.small"
+    dr = fresh_dag("checkpoint_autoscale").test(run_conf=conf)
     assert dr.state == "success"
     report = xcom(dr, "decide")
     assert report["action"] == "scale_up" and report["applied"] and instance_class(env) == "db.t4g.medium"
     assert xcom(dr, "notify") == "sns" and xcom(dr, "publish_change")["target_class"] == "db.t4g.medium"
-    messages = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10, WaitTimeSeconds=2).get("Messages", [])
-    assert len(messages) == 1 and "db.t4g.small -> db.t4g.medium" in json.loads(messages[0]["Body"])["Message"]
+    messages = [json.loads(m["Body"])["Message"] for m in sqs.receive_message(
+        QueueUrl=queue, MaxNumberOfMessages=10, WaitTimeSeconds=2).get("Messages", [])]
+    assert len(messages) == 2
+    assert any("deferred" in m and "checkpoint_migration running" in m for m in messages)
+    assert sum("db.t4g.small -> db.t4g.medium" in m for m in messages) == 1
